@@ -1,0 +1,33 @@
+//! A local server with every layer of the crate on an in-memory store.
+//!
+//! ```sh
+//! cargo run --example demo          # BIND=127.0.0.1:3000 by default
+//! curl -i localhost:3000/fail       # 500 {"errorType":"DemoFailure",...}
+//! ```
+//!
+//! The README lists the routes and a curl line for each behaviour.
+
+mod app;
+
+use tower_serverless::EscalateLayer;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+
+    // `axum::serve` needs `Error = Infallible`: escalations become a designated status with
+    // a JSON body, as the Lambda Web Adapter's `AWS_LWA_ERROR_STATUS_CODES` expects.
+    let app = app::routes().layer(EscalateLayer::new().infallible());
+
+    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    eprintln!("demo listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+use http::Response;
+
+use super::{error_type, Escalation, StatusCodes};
+
+/// Which outcomes escalate; copied into every service, so it stays small and `Copy`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Policy {
+    pub(crate) marker: bool,
+    pub(crate) panics: bool,
+    pub(crate) status: StatusCodes,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            marker: true,
+            panics: true,
+            status: StatusCodes::new(),
+        }
+    }
+}
+
+impl Policy {
+    /// The escalation `response` triggers, if any; the marker is taken out of the response.
+    pub(crate) fn check<B, P: EscalatePredicate<B>>(
+        &self,
+        predicate: &P,
+        response: &mut Response<B>,
+    ) -> Option<Escalation> {
+        if self.marker {
+            if let Some(escalation) = response.extensions_mut().remove::<Escalation>() {
+                return Some(escalation);
+            }
+        }
+        let status = response.status();
+        if self.status.contains(status) {
+            return Some(Escalation::new(
+                format!("{}{}", error_type::HTTP_STATUS_PREFIX, status.as_u16()),
+                format!("the response status was {status}"),
+            ));
+        }
+        predicate.escalate(response)
+    }
+}
+
+/// Decides from a response whether it escalates; implemented for closures
+/// `Fn(&Response<B>) -> Option<Escalation>`.
+///
+/// See [`EscalateLayer::predicate`](super::EscalateLayer::predicate).
+pub trait EscalatePredicate<B>: Clone {
+    /// The escalation this response triggers, or `None` to let it pass.
+    fn escalate(&self, response: &Response<B>) -> Option<Escalation>;
+}
+
+/// The predicate of a layer that has none: nothing escalates through it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultPredicate;
+
+impl<B> EscalatePredicate<B> for DefaultPredicate {
+    #[inline]
+    fn escalate(&self, _: &Response<B>) -> Option<Escalation> {
+        None
+    }
+}
+
+impl<B, F> EscalatePredicate<B> for F
+where
+    F: Fn(&Response<B>) -> Option<Escalation> + Clone,
+{
+    fn escalate(&self, response: &Response<B>) -> Option<Escalation> {
+        self(response)
+    }
+}
