@@ -1,0 +1,86 @@
+//! Hosts for the integration tests: real servers on loopback, a real HTTP client, and a
+//! Lambda Runtime API that the real `lambda_runtime` client talks to.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a part of it
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+#[cfg(feature = "lambda")]
+pub mod runtime_api;
+
+/// Serves `router` with `axum::serve` on a free loopback port.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+/// A response with its body collected.
+#[derive(Debug)]
+pub struct Collected {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Collected {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).unwrap().to_str().unwrap()
+    }
+}
+
+/// A real hyper client.
+#[derive(Clone)]
+pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
+
+impl HttpClient {
+    pub fn new() -> Self {
+        Self(Client::builder(TokioExecutor::new()).build_http())
+    }
+
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Collected {
+        let response = self.0.request(request).await.unwrap();
+        collect(response).await
+    }
+
+    pub async fn get(&self, url: &str) -> Collected {
+        self.send(Request::get(url).body(Full::default()).unwrap())
+            .await
+    }
+}
+
+pub async fn collect<B>(response: Response<B>) -> Collected
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = response.into_parts();
+    Collected {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// Ends the process's panic output noise for panics the tests provoke on purpose.
+pub fn quiet_panics() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
+pub type Never = Infallible;
