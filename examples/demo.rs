@@ -3,13 +3,13 @@
 //! ```sh
 //! cargo run --example demo          # BIND=127.0.0.1:3000 by default
 //! curl -i localhost:3000/fail       # 500 {"errorType":"DemoFailure",...}
+//! DEADLINE_MS=1000 cargo run --example demo
+//! curl -i localhost:3000/sleep/3000 # 504 problem+json after 1 s
 //! ```
 //!
 //! The README lists the routes and a curl line for each behaviour.
 
 mod app;
-
-use tower_serverless::EscalateLayer;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,10 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
-
+    let settings = app::Settings::from_env()?;
     // `axum::serve` needs `Error = Infallible`: escalations become a designated status with
     // a JSON body, as the Lambda Web Adapter's `AWS_LWA_ERROR_STATUS_CODES` expects.
-    let app = app::routes().layer(EscalateLayer::new().infallible());
+    let app = app::serve_app(&settings);
 
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     eprintln!("demo listening on http://{}", listener.local_addr()?);

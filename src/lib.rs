@@ -1,8 +1,11 @@
 //! Tower layers for HTTP services behind a gateway with a hard time cap, and on AWS Lambda.
 //!
+//! They compose in this order, outermost first:
+//!
 //! | layer | what it does |
 //! |---|---|
 //! | [`EscalateLayer`] | chosen failures fail the invocation instead of becoming an HTTP 500 |
+//! | [`DeadlineLayer`] | a time budget from every source that applies; `504` problem+json before the gateway cuts in |
 //!
 //! # Features
 //!
@@ -12,8 +15,10 @@
 //! | `lambda` | no | `From<EscalateError> for lambda_runtime::Diagnostic` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod deadline;
 pub mod escalate;
 
+pub use deadline::{Deadline, DeadlineLayer};
 pub use escalate::{EscalateError, EscalateLayer, Escalation};
 
 #[cfg(all(doctest, feature = "axum", feature = "lambda"))]

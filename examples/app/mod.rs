@@ -1,5 +1,7 @@
 //! The demo application shared by the examples and the integration tests: its routes are a
 //! fixed contract (see the README).
+// Shared by the examples and the tests; each uses a part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -9,7 +11,45 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tower_serverless::Escalation;
+use tower_serverless::{DeadlineLayer, EscalateLayer, Escalation};
+
+/// What the environment can change in the demo.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// `DEADLINE_MS`: the request budget (default: the API Gateway REST preset, 28 s).
+    pub(crate) deadline: Option<Duration>,
+}
+
+impl Settings {
+    pub(crate) fn from_env() -> Result<Self, String> {
+        Ok(Self {
+            deadline: millis_from_env("DEADLINE_MS")?,
+        })
+    }
+
+    fn deadline_layer(&self) -> DeadlineLayer {
+        self.deadline
+            .map_or_else(DeadlineLayer::api_gateway_rest, DeadlineLayer::new)
+    }
+}
+
+fn millis_from_env(name: &str) -> Result<Option<Duration>, String> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .map_err(|_| format!("{name} must be a whole number of milliseconds, got {text:?}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// The demo routes with every layer, for hosts that need `Error = Infallible`
+/// (`axum::serve`).
+pub(crate) fn serve_app(settings: &Settings) -> Router {
+    routes()
+        .layer(settings.deadline_layer())
+        .layer(EscalateLayer::new().infallible())
+}
 
 /// The routes, without any layer.
 pub(crate) fn routes() -> Router {

@@ -51,6 +51,15 @@ impl<O, P> EscalateLayer<O, P> {
         self
     }
 
+    /// Whether a response a [`DeadlineLayer`](crate::deadline::DeadlineLayer) answered
+    /// because the deadline passed escalates, with error type
+    /// [`DeadlineExceeded`](super::error_type::DEADLINE_EXCEEDED) (default: no). Turn it on
+    /// for event sources that should retry a request that ran out of time.
+    pub fn timeouts(mut self, enabled: bool) -> Self {
+        self.policy.timeouts = enabled;
+        self
+    }
+
     /// Responses with one of these statuses escalate, with error type `HttpStatus<code>`.
     pub fn status_codes(mut self, codes: StatusCodes) -> Self {
         self.policy.status = codes;

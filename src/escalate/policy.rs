@@ -1,12 +1,14 @@
 use http::Response;
 
 use super::{error_type, Escalation, StatusCodes};
+use crate::deadline::DeadlineExceeded;
 
 /// Which outcomes escalate; copied into every service, so it stays small and `Copy`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Policy {
     pub(crate) marker: bool,
     pub(crate) panics: bool,
+    pub(crate) timeouts: bool,
     pub(crate) status: StatusCodes,
 }
 
@@ -15,6 +17,7 @@ impl Default for Policy {
         Self {
             marker: true,
             panics: true,
+            timeouts: false,
             status: StatusCodes::new(),
         }
     }
@@ -31,6 +34,12 @@ impl Policy {
             if let Some(escalation) = response.extensions_mut().remove::<Escalation>() {
                 return Some(escalation);
             }
+        }
+        if self.timeouts && response.extensions().get::<DeadlineExceeded>().is_some() {
+            return Some(Escalation::new(
+                error_type::DEADLINE_EXCEEDED,
+                "the request ran out of time",
+            ));
         }
         let status = response.status();
         if self.status.contains(status) {

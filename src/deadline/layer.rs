@@ -1,0 +1,201 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use tower::Layer;
+
+use super::{Deadline, DeadlineExceeded, DeadlineService, TrustedHeader};
+
+/// API Gateway REST APIs cut a request after 29 s (their default integration timeout).
+pub const API_GATEWAY_REST_CAP: Duration = Duration::from_secs(29);
+/// API Gateway HTTP APIs cut a request after 30 s.
+pub const API_GATEWAY_HTTP_CAP: Duration = Duration::from_secs(30);
+/// The margin kept below a cap unless another is set: time to send the answer.
+pub const DEFAULT_MARGIN: Duration = Duration::from_secs(1);
+
+/// A source of deadlines from the request: see [`DeadlineLayer::source`].
+pub type SourceFn = dyn Fn(&Parts) -> Option<Deadline> + Send + Sync;
+type TimeoutFn = dyn Fn(&DeadlineExceeded) -> Response<Full<Bytes>> + Send + Sync;
+
+/// A setting of [`DeadlineLayer`] that cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid deadline setting: {0}")]
+pub struct ConfigError(&'static str);
+
+/// Answers before the gateway does: a `504` problem+json once the request's deadline passes.
+///
+/// See the [module docs](super) for the sources of the deadline and an example.
+#[derive(Clone)]
+#[must_use]
+pub struct DeadlineLayer {
+    pub(crate) config: Arc<Config>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) cap: Duration,
+    pub(crate) margin: Duration,
+    pub(crate) headers: Vec<TrustedHeader>,
+    pub(crate) header_max: Duration,
+    pub(crate) sources: Vec<Arc<SourceFn>>,
+    pub(crate) warn_fraction: f64,
+    pub(crate) timeout_response: Option<Arc<TimeoutFn>>,
+}
+
+impl Config {
+    pub(crate) fn budget(&self) -> Duration {
+        self.cap.saturating_sub(self.margin)
+    }
+
+    pub(crate) fn needs_parts(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    pub(crate) fn timeout_response(&self, exceeded: DeadlineExceeded) -> Response<Full<Bytes>> {
+        let mut response = match &self.timeout_response {
+            Some(make) => make(&exceeded),
+            None => problem(exceeded.budget),
+        };
+        response.extensions_mut().insert(exceeded);
+        response
+    }
+}
+
+/// RFC 9457 problem details for a request out of time.
+fn problem(budget: Duration) -> Response<Full<Bytes>> {
+    let status = StatusCode::GATEWAY_TIMEOUT;
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": "Gateway Timeout",
+        "status": status.as_u16(),
+        "detail": format!(
+            "the request did not complete within its time budget of {} ms",
+            budget.as_millis()
+        ),
+    });
+    let mut response = Response::new(Full::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+impl DeadlineLayer {
+    /// A layer whose requests get `budget`, counted from their arrival at the service.
+    pub fn new(budget: Duration) -> Self {
+        Self {
+            config: Arc::new(Config {
+                cap: budget,
+                margin: Duration::ZERO,
+                headers: Vec::new(),
+                header_max: budget,
+                sources: Vec::new(),
+                warn_fraction: 0.8,
+                timeout_response: None,
+            }),
+        }
+    }
+
+    /// The budget under an API Gateway REST API: [`API_GATEWAY_REST_CAP`] minus the margin
+    /// (default [`DEFAULT_MARGIN`]: 28 s).
+    pub fn api_gateway_rest() -> Self {
+        Self::new(API_GATEWAY_REST_CAP).margin(DEFAULT_MARGIN)
+    }
+
+    /// The budget under an API Gateway HTTP API: [`API_GATEWAY_HTTP_CAP`] minus the margin
+    /// (default [`DEFAULT_MARGIN`]: 29 s).
+    pub fn api_gateway_http() -> Self {
+        Self::new(API_GATEWAY_HTTP_CAP).margin(DEFAULT_MARGIN)
+    }
+
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Time kept below the cap for sending the answer; the budget is the cap minus this.
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.config().margin = margin;
+        self
+    }
+
+    /// The budget: the cap minus the margin.
+    pub fn budget(&self) -> Duration {
+        self.config.budget()
+    }
+
+    /// Also takes the budget that `header` announces, for a proxy in front that you trust.
+    /// Never enable this for headers a client can set.
+    pub fn trust_header(mut self, header: TrustedHeader) -> Self {
+        self.config().headers.push(header);
+        self
+    }
+
+    /// The most a trusted header may announce; larger values are clamped to it
+    /// (default: the budget).
+    pub fn max_header_budget(mut self, max: Duration) -> Self {
+        self.config().header_max = max;
+        self
+    }
+
+    /// Adds a source of deadlines computed from the request; the earliest of all sources
+    /// wins. The `lambda` feature adds the gateway's arrival time and the function's deadline
+    /// this way.
+    pub fn source<F>(mut self, source: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<Deadline> + Send + Sync + 'static,
+    {
+        self.config().sources.push(Arc::new(source));
+        self
+    }
+
+    /// Emits a `tracing` warning for a response that used more than `fraction` of its
+    /// budget (default 0.8).
+    ///
+    /// # Errors
+    ///
+    /// When `fraction` is not within `0.0..=1.0`.
+    pub fn warn_above(mut self, fraction: f64) -> Result<Self, ConfigError> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(ConfigError("the warning fraction must be within 0.0..=1.0"));
+        }
+        self.config().warn_fraction = fraction;
+        Ok(self)
+    }
+
+    /// Replaces the `504` problem+json answered when the deadline passes. The
+    /// [`DeadlineExceeded`] marker is added to what `make` returns.
+    pub fn timeout_response<F>(mut self, make: F) -> Self
+    where
+        F: Fn(&DeadlineExceeded) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    {
+        self.config().timeout_response = Some(Arc::new(make));
+        self
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService::new(inner, self.config.clone())
+    }
+}
+
+impl fmt::Debug for DeadlineLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineLayer")
+            .field("cap", &self.config.cap)
+            .field("margin", &self.config.margin)
+            .field("headers", &self.config.headers)
+            .field("header_max", &self.config.header_max)
+            .field("sources", &self.config.sources.len())
+            .field("warn_fraction", &self.config.warn_fraction)
+            .finish()
+    }
+}

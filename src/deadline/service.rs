@@ -1,0 +1,119 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::layer::Config;
+use super::{Deadline, DeadlineLayer, DeadlineSource};
+
+/// Middleware that answers `504` once the request's [`Deadline`] passes.
+///
+/// See the [module docs](super) for details.
+pub struct DeadlineService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> DeadlineService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// Returns a new [`DeadlineLayer`] with `budget`.
+    pub fn layer(budget: std::time::Duration) -> DeadlineLayer {
+        DeadlineLayer::new(budget)
+    }
+
+    /// Gets a reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Gets a mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The deadline of `request`: the earliest of every source that applies, and never later
+    /// than a deadline an outer layer already set.
+    fn deadline<B>(&self, request: Request<B>, arrived: Instant) -> (Deadline, Request<B>) {
+        let config = &*self.config;
+        let mut deadline = Deadline::at(arrived + config.budget(), DeadlineSource::Budget);
+        for header in &config.headers {
+            if let Some(budget) = header.budget(request.headers()) {
+                let budget = budget.min(config.header_max);
+                deadline = deadline.min(Deadline::at(arrived + budget, DeadlineSource::Header));
+            }
+        }
+        if let Some(outer) = request.extensions().get::<Deadline>() {
+            deadline = outer.min(deadline);
+        }
+        if !config.needs_parts() {
+            return (deadline, request);
+        }
+        let (parts, body) = request.into_parts();
+        for source in &config.sources {
+            if let Some(found) = source(&parts) {
+                deadline = deadline.min(found);
+            }
+        }
+        (deadline, Request::from_parts(parts, body))
+    }
+}
+
+impl<S: Clone> Clone for DeadlineService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for DeadlineService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadlineService")
+            .field("inner", &self.inner)
+            .field("budget", &self.config.budget())
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for DeadlineService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<http_body_util::Either<ResBody, http_body_util::Full<bytes::Bytes>>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let arrived = Instant::now();
+        let (deadline, mut request) = self.deadline(request, arrived);
+        request.extensions_mut().insert(deadline);
+        let method = request.method().clone();
+        let path = request.uri().path_and_query().cloned();
+        let future = deadline.sync_scope(|| self.inner.call(request));
+        ResponseFuture::new(
+            deadline.scoped(future),
+            deadline,
+            arrived,
+            self.config.clone(),
+            method,
+            path,
+        )
+    }
+}

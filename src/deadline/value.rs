@@ -1,0 +1,190 @@
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+tokio::task_local! {
+    static CURRENT: Deadline;
+}
+
+/// The instant by which the current request's work must be done, and which source set it.
+///
+/// [`DeadlineLayer`](super::DeadlineLayer) puts it in the request's extensions and makes it
+/// readable from anywhere inside the request's task with [`current`](super::current).
+/// See the [module docs](super) for an example.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    at: Instant,
+    source: DeadlineSource,
+}
+
+/// Where a [`Deadline`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeadlineSource {
+    /// The budget configured on the layer, counted from the request's arrival.
+    Budget,
+    /// A trusted inbound header (`grpc-timeout`, `x-envoy-expected-rq-timeout-ms` or a named
+    /// header).
+    Header,
+    /// The API gateway's arrival timestamp plus its cap, minus the margin.
+    Gateway,
+    /// The Lambda function's own deadline, minus the margin.
+    Function,
+    /// The background budget of work that continues after the response.
+    Background,
+    /// A source of the application's, by name.
+    Custom(&'static str),
+}
+
+impl Deadline {
+    /// A deadline at `at`.
+    pub fn at(at: Instant, source: DeadlineSource) -> Self {
+        Self { at, source }
+    }
+
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration, source: DeadlineSource) -> Self {
+        Self::at(Instant::now() + budget, source)
+    }
+
+    /// The instant by which the work must be done.
+    pub fn instant(&self) -> Instant {
+        self.at
+    }
+
+    /// Which source set this deadline.
+    pub fn source(&self) -> DeadlineSource {
+        self.source
+    }
+
+    /// The time left, zero once the deadline has passed.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_expired(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// The earlier of the two deadlines (`self` when they are equal).
+    pub fn min(self, other: Self) -> Self {
+        if other.at < self.at {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// What remains, in whole milliseconds, as a header value for an outbound call (for
+    /// example `x-envoy-expected-rq-timeout-ms` or a header of your own).
+    pub fn remaining_millis_header(&self) -> HeaderValue {
+        HeaderValue::from(u64::try_from(self.remaining().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// What remains in the `grpc-timeout` format (at most 8 digits and a unit), rounded down
+    /// to the largest unit that holds it.
+    pub fn grpc_timeout_header(&self) -> HeaderValue {
+        let nanos = self.remaining().as_nanos();
+        const UNITS: [(u128, char); 6] = [
+            (1, 'n'),
+            (1_000, 'u'),
+            (1_000_000, 'm'),
+            (1_000_000_000, 'S'),
+            (60_000_000_000, 'M'),
+            (3_600_000_000_000, 'H'),
+        ];
+        let (value, unit) = UNITS
+            .iter()
+            .map(|(size, unit)| (nanos / size, *unit))
+            .find(|(value, _)| *value < 100_000_000)
+            .unwrap_or((99_999_999, 'H'));
+        HeaderValue::try_from(format!("{value}{unit}")).expect("digits and a letter")
+    }
+
+    /// Runs `future` with this deadline as [`current`](super::current).
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        CURRENT.scope(self, future).await
+    }
+
+    pub(crate) fn scoped<F: Future>(
+        self,
+        future: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Self, F> {
+        CURRENT.scope(self, future)
+    }
+
+    pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+}
+
+impl fmt::Debug for Deadline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Deadline")
+            .field("remaining", &self.remaining())
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// The deadline of the request whose task this is, if a
+/// [`DeadlineLayer`](super::DeadlineLayer) (or [`Deadline::scope`]) set one.
+pub fn current() -> Option<Deadline> {
+    CURRENT.try_with(|deadline| *deadline).ok()
+}
+
+/// A marker in the extensions of the response a [`DeadlineLayer`](super::DeadlineLayer)
+/// answers when the deadline passes; [`EscalateLayer::timeouts`] escalates on it.
+///
+/// [`EscalateLayer::timeouts`]: crate::escalate::EscalateLayer::timeouts
+#[derive(Clone, Copy, Debug)]
+pub struct DeadlineExceeded {
+    pub(crate) deadline: Deadline,
+    pub(crate) budget: Duration,
+}
+
+impl DeadlineExceeded {
+    /// The deadline that passed.
+    pub fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// The time the request had, from its arrival to the deadline.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn outbound_headers() {
+        let deadline = Deadline::after(Duration::from_millis(1500), DeadlineSource::Budget);
+        assert_eq!(deadline.remaining_millis_header(), "1500");
+        assert_eq!(deadline.grpc_timeout_header(), "1500000u");
+        let long = Deadline::after(Duration::from_secs(3600 * 24), DeadlineSource::Budget);
+        assert_eq!(long.grpc_timeout_header(), "86400000m");
+        let huge = Deadline::after(
+            Duration::from_secs(3600 * 200_000_000),
+            DeadlineSource::Budget,
+        );
+        assert_eq!(huge.grpc_timeout_header(), "99999999H");
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(deadline.remaining_millis_header(), "0");
+        assert_eq!(deadline.grpc_timeout_header(), "0n");
+        assert!(deadline.is_expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn current_inside_scope_only() {
+        let deadline = Deadline::after(Duration::from_secs(1), DeadlineSource::Custom("test"));
+        assert_eq!(current(), None);
+        assert_eq!(deadline.scope(async { current() }).await, Some(deadline));
+    }
+}
