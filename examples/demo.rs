@@ -5,6 +5,7 @@
 //! curl -i localhost:3000/fail       # 500 {"errorType":"DemoFailure",...}
 //! DEADLINE_MS=1000 cargo run --example demo
 //! curl -i localhost:3000/sleep/3000 # 504 problem+json after 1 s
+//! curl -i -X POST localhost:3000/jobs/5000   # 202 Accepted, Location: /tasks/<id>
 //! ```
 //!
 //! The README lists the routes and a curl line for each behaviour.
@@ -20,7 +21,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = app::Settings::from_env()?;
     // `axum::serve` needs `Error = Infallible`: escalations become a designated status with
     // a JSON body, as the Lambda Web Adapter's `AWS_LWA_ERROR_STATUS_CODES` expects.
-    let app = app::serve_app(&settings);
+    let offload = settings.offload_layer();
+    let app = app::serve_app(&settings, &offload);
 
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     eprintln!("demo listening on http://{}", listener.local_addr()?);
@@ -29,5 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    // Detached work finishes before the process ends.
+    offload.detached().wait_idle().await;
     Ok(())
 }

@@ -6,20 +6,23 @@
 //! |---|---|
 //! | [`EscalateLayer`] | chosen failures fail the invocation instead of becoming an HTTP 500 |
 //! | [`DeadlineLayer`] | a time budget from every source that applies; `504` problem+json before the gateway cuts in |
+//! | [`OffloadLayer`] | `202 Accepted` + task id for slow requests; the work finishes in the background; the client polls |
 //!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | `IntoResponse` for [`Escalation`] |
+//! | `axum` | yes | `IntoResponse` for [`Escalation`], [`OffloadLayer::status_router`] |
 //! | `lambda` | no | `From<EscalateError> for lambda_runtime::Diagnostic` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod deadline;
 pub mod escalate;
+pub mod offload;
 
 pub use deadline::{Deadline, DeadlineLayer};
 pub use escalate::{EscalateError, EscalateLayer, Escalation};
+pub use offload::{MemoryStore, OffloadLayer};
 
 #[cfg(all(doctest, feature = "axum", feature = "lambda"))]
 #[doc = include_str!("../README.md")]

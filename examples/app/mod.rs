@@ -11,25 +11,35 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tower_serverless::{DeadlineLayer, EscalateLayer, Escalation};
+use tower_serverless::{DeadlineLayer, EscalateLayer, Escalation, MemoryStore, OffloadLayer};
 
 /// What the environment can change in the demo.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     /// `DEADLINE_MS`: the request budget (default: the API Gateway REST preset, 28 s).
     pub(crate) deadline: Option<Duration>,
+    /// `OFFLOAD_AFTER_MS`: how long `POST /jobs/{ms}` runs before it is offloaded
+    /// (default 2000).
+    pub(crate) offload_after: Duration,
 }
 
 impl Settings {
     pub(crate) fn from_env() -> Result<Self, String> {
         Ok(Self {
             deadline: millis_from_env("DEADLINE_MS")?,
+            offload_after: millis_from_env("OFFLOAD_AFTER_MS")?
+                .unwrap_or(Duration::from_millis(2000)),
         })
     }
 
     fn deadline_layer(&self) -> DeadlineLayer {
         self.deadline
             .map_or_else(DeadlineLayer::api_gateway_rest, DeadlineLayer::new)
+    }
+
+    /// Offloading on the in-memory store, status endpoint at `/tasks`.
+    pub(crate) fn offload_layer(&self) -> OffloadLayer {
+        OffloadLayer::new(MemoryStore::new()).after(self.offload_after)
     }
 }
 
@@ -45,8 +55,10 @@ fn millis_from_env(name: &str) -> Result<Option<Duration>, String> {
 
 /// The demo routes with every layer, for hosts that need `Error = Infallible`
 /// (`axum::serve`).
-pub(crate) fn serve_app(settings: &Settings) -> Router {
+pub(crate) fn serve_app(settings: &Settings, offload: &OffloadLayer) -> Router {
     routes()
+        .layer(offload.clone())
+        .merge(offload.status_router())
         .layer(settings.deadline_layer())
         .layer(EscalateLayer::new().infallible())
 }

@@ -1,0 +1,88 @@
+use std::fmt;
+use std::str::FromStr;
+
+/// The id of an offloaded task: 128 bits from the operating system's CSPRNG, written as 32
+/// lowercase hexadecimal characters (URL-safe, unguessable).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId([u8; 16]);
+
+impl TaskId {
+    /// A new random id.
+    ///
+    /// # Errors
+    ///
+    /// When the operating system has no randomness to give.
+    pub fn random() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// The id as bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({self})")
+    }
+}
+
+/// Text that is not a [`TaskId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a task id: expected 32 lowercase hexadecimal characters")]
+pub struct InvalidTaskId;
+
+impl FromStr for TaskId {
+    type Err = InvalidTaskId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.as_bytes();
+        if text.len() != 32 {
+            return Err(InvalidTaskId);
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(InvalidTaskId),
+        };
+        let mut bytes = [0; 16];
+        for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Ok(Self(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejects() {
+        let id = TaskId::random().unwrap();
+        let text = id.to_string();
+        assert_eq!(text.len(), 32);
+        assert_eq!(text.parse::<TaskId>(), Ok(id));
+        assert_ne!(TaskId::random().unwrap(), id);
+        for bad in [
+            "",
+            "abc",
+            &text.to_uppercase(),
+            &format!("{text}0"),
+            &text[1..],
+            "g".repeat(32).as_str(),
+            "../../etc/passwd/aaaaaaaaaaaaaaaa",
+        ] {
+            assert_eq!(bad.parse::<TaskId>(), Err(InvalidTaskId), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Answer `202 Accepted` for slow requests, finish the work in the background, let the client
+//! poll (the asynchronous request-reply pattern).
+//!
+//! A request that needs longer than the gateway's cap cannot finish in the foreground: the
+//! client gets a `504` and the result is lost. [`OffloadLayer`] races the inner service's
+//! future against a threshold ([`after`](OffloadLayer::after), 2 s by default, capped by the
+//! current [`Deadline`](crate::deadline::Deadline) minus a margin so that the `202` leaves
+//! before the cap):
+//!
+//! - fast: the response passes through untouched (one allocation: the boxed inner future);
+//! - slow: a pending task is stored **before** answering, the inner future goes on in a
+//!   detached task, and the answer is `202 Accepted` with `Location: <prefix>/<id>`,
+//!   `Retry-After` and `{"id", "status": "pending", "status_url"}`. When the task cannot be
+//!   stored (store full or down) there is no `202`: the request goes on in the foreground.
+//!
+//! The detached work's response (status, headers, body up to
+//! [`max_result_bytes`](OffloadLayer::max_result_bytes)) is stored as succeeded; a panic, an
+//! `Err`, an oversized body or the background deadline is stored as failed, with a reason
+//! for clients (the detail goes to the log). The [status endpoint](TaskStatusService) serves
+//! polls, replays results and cancels.
+//!
+//! Requests choose with `Prefer` (RFC 7240): `respond-async` gets the `202` at once,
+//! `wait=N` sets the threshold to N seconds (capped by [`max_wait`](OffloadLayer::max_wait));
+//! `Preference-Applied` says which applied. An `Idempotency-Key` stores the task before the
+//! work starts: the same key (and owner) gets the same task while it exists, and the work
+//! runs once. By default `POST`, `PUT`, `PATCH` and `DELETE` may be offloaded.
+//!
+//! Tasks live in a [`TaskStore`]: [`MemoryStore`] (bounded, for one process) by default.
+//! On several processes or Lambda instances, polls land anywhere: use a shared store.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::post, Router};
+//! use tower_serverless::offload::{MemoryStore, OffloadLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let offload = OffloadLayer::new(MemoryStore::new())
+//!     .after(Duration::from_millis(500))
+//!     .status_prefix("/tasks")?;
+//! let app: Router = Router::new()
+//!     .route("/reports", post(|| async {
+//!         tokio::time::sleep(Duration::from_secs(60)).await;
+//!         "the report"
+//!     }))
+//!     .layer(offload.clone())
+//!     .merge(offload.status_router());
+//!
+//! // On shutdown, let the detached work finish.
+//! offload.detached().wait_idle().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod detached;
+pub mod future;
+mod id;
+mod layer;
+mod prefer;
+mod service;
+mod status;
+pub mod store;
+
+pub use self::detached::DetachedTasks;
+pub use self::id::{InvalidTaskId, TaskId};
+pub use self::layer::{ConfigError, OffloadLayer};
+pub use self::service::Offload;
+pub use self::status::TaskStatusService;
+pub use self::store::{MemoryStore, TaskState, TaskStore};

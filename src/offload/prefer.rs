@@ -1,0 +1,88 @@
+//! The `Prefer` request header (RFC 7240): `respond-async` and `wait`.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Preferences {
+    pub(crate) respond_async: bool,
+    pub(crate) wait: Option<Duration>,
+}
+
+/// Reads every `Prefer` header; what does not parse is ignored, as RFC 7240 asks.
+pub(crate) fn parse(headers: &HeaderMap) -> Preferences {
+    let mut preferences = Preferences::default();
+    let values = headers.get_all(http::header::HeaderName::from_static("prefer"));
+    for token in values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        // Parameters after `;` do not change these two preferences.
+        let token = token.split(';').next().unwrap_or_default().trim();
+        let (name, value) = match token.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+            None => (token, None),
+        };
+        if name.eq_ignore_ascii_case("respond-async") && value.is_none() {
+            preferences.respond_async = true;
+        } else if name.eq_ignore_ascii_case("wait") {
+            let seconds = value
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(seconds) = seconds {
+                // The first `wait` wins, like any repeated preference.
+                preferences.wait.get_or_insert(Duration::from_secs(seconds));
+            }
+        }
+    }
+    preferences
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer(values: &[&str]) -> Preferences {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("prefer", value.parse().unwrap());
+        }
+        parse(&headers)
+    }
+
+    #[test]
+    fn tokens() {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(prefer(&[]), Preferences::default());
+        assert!(prefer(&["respond-async"]).respond_async);
+        assert!(prefer(&["Respond-Async"]).respond_async);
+        assert!(prefer(&["handling=lenient, respond-async; foo=bar"]).respond_async);
+        assert!(!prefer(&["respond-async=1"]).respond_async);
+        assert_eq!(prefer(&["wait=5"]).wait, secs(5));
+        assert_eq!(prefer(&["wait = 5"]).wait, secs(5));
+        assert_eq!(prefer(&["wait=\"7\""]).wait, secs(7));
+        assert_eq!(
+            prefer(&["respond-async, wait=10"]),
+            Preferences {
+                respond_async: true,
+                wait: secs(10)
+            }
+        );
+        assert_eq!(prefer(&["wait=1", "wait=9"]).wait, secs(1));
+        for bad in [
+            "wait",
+            "wait=",
+            "wait=-1",
+            "wait=1.5",
+            "wait=abc",
+            "wait=99999999999999999999999",
+            "=",
+            ",,,",
+            ";",
+        ] {
+            assert_eq!(prefer(&[bad]), Preferences::default(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{Either, Full};
+use tower::{BoxError, Service};
+
+use super::future::{keyed, Plan, ResponseFuture};
+use super::layer::Config;
+use super::prefer;
+use crate::deadline::{self, Deadline};
+
+/// Middleware that offloads slow requests; see [`OffloadLayer`](super::OffloadLayer).
+pub struct Offload<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Offload<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// Gets a reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Gets a mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone> Clone for Offload<S> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.config.clone())
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Offload<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Offload")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client's `Idempotency-Key`: `Ok(None)` when absent, `Err` when malformed.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ()> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| ())?.trim();
+    // The draft standard writes it as a structured-field string; plain tokens are common.
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Offload<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        if !config.methods.contains(request.method()) {
+            return ResponseFuture::passthrough(self.inner.call(request));
+        }
+        let (request, owner) = if config.filter.is_some() || config.owner.is_some() {
+            let (parts, body) = request.into_parts();
+            if config.filter.as_ref().is_some_and(|filter| !filter(&parts)) {
+                return ResponseFuture::passthrough(
+                    self.inner.call(Request::from_parts(parts, body)),
+                );
+            }
+            let owner = config.owner_of(&parts);
+            (Request::from_parts(parts, body), owner)
+        } else {
+            (request, None)
+        };
+        let Ok(key) = idempotency_key(request.headers()) else {
+            return ResponseFuture::ready(super::future::bad_idempotency_key());
+        };
+
+        let preferences = prefer::parse(request.headers());
+        let immediate = preferences.respond_async;
+        let wait = preferences.wait.map(|wait| wait.min(config.max_wait));
+        let applied = if immediate {
+            Some(HeaderValue::from_static("respond-async"))
+        } else {
+            wait.map(|wait| HeaderValue::from(wait.as_secs()))
+                .map(|secs| {
+                    HeaderValue::try_from(format!("wait={}", secs.to_str().unwrap_or("0")))
+                        .expect("digits")
+                })
+        };
+        // The 202 must leave before the deadline set above this layer.
+        let deadline =
+            deadline::current().or_else(|| request.extensions().get::<Deadline>().copied());
+        let base = if immediate {
+            Duration::ZERO
+        } else {
+            wait.unwrap_or(config.after)
+        };
+        let threshold = deadline.map_or(base, |deadline| {
+            base.min(deadline.remaining().saturating_sub(config.margin))
+        });
+
+        let plan = Plan {
+            config: config.clone(),
+            owner,
+            applied,
+        };
+        if let Some(key) = key {
+            let ready = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, ready);
+            return ResponseFuture::slow(Box::pin(keyed(
+                plan, inner, request, key, threshold, immediate,
+            )));
+        }
+        let future = Box::pin(self.inner.call(request));
+        if immediate {
+            return ResponseFuture::slow(Box::pin(plan.offload(future)));
+        }
+        ResponseFuture::racing(future, threshold, plan)
+    }
+}

@@ -1,0 +1,275 @@
+//! The status endpoint: `GET <prefix>/<id>`, `GET <prefix>/<id>/result`, `DELETE <prefix>/<id>`.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+use tower::Service;
+
+use super::future::retry_after;
+use super::layer::Config;
+use super::store::{BoxFuture, CancelResult, StoreError, TaskRecord, TaskState};
+use super::TaskId;
+
+/// The status endpoint of an [`OffloadLayer`](super::OffloadLayer)'s tasks.
+///
+/// | request | answer |
+/// |---|---|
+/// | `GET <prefix>/<id>` | `200` JSON `{id, status, created_at, finished_at?, error?}`, with `Retry-After` while pending; `303 See Other` to `<prefix>/<id>/result` once succeeded |
+/// | `GET <prefix>/<id>/result` | the stored response replayed (status, headers, body); `404` JSON unless succeeded |
+/// | `DELETE <prefix>/<id>` | cancels a pending task and stops its work: `204`; `409` when it already finished |
+///
+/// Unknown, expired, malformed or another owner's ids answer `404` (malformed ones without
+/// a store call); other methods `405`; a store that cannot be reached `503` with
+/// `Retry-After`. Get it from [`OffloadLayer::status_service`](super::OffloadLayer::status_service).
+#[derive(Clone)]
+pub struct TaskStatusService {
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for TaskStatusService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskStatusService")
+            .field("prefix", &self.config.prefix)
+            .finish()
+    }
+}
+
+enum Target {
+    Status(TaskId),
+    Result(TaskId),
+}
+
+impl TaskStatusService {
+    pub(crate) fn new(config: Arc<Config>) -> Self {
+        Self { config }
+    }
+
+    fn target(&self, path: &str) -> Option<Target> {
+        let rest = path
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix('/')?;
+        match rest.split_once('/') {
+            None => rest.parse().ok().map(Target::Status),
+            Some((id, "result")) => id.parse().ok().map(Target::Result),
+            Some(_) => None,
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for TaskStatusService {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (parts, _) = request.into_parts();
+        let config = self.config.clone();
+        let target = self.target(parts.uri.path());
+        let owner = config.owner_of(&parts);
+        let method = parts.method;
+        Box::pin(async move {
+            let Some(target) = target else {
+                return Ok(not_found(None));
+            };
+            let answer = match (target, method) {
+                (Target::Status(id), Method::GET | Method::HEAD) => {
+                    status(&config, id, owner).await
+                }
+                (Target::Result(id), Method::GET | Method::HEAD) => {
+                    result(&config, id, owner).await
+                }
+                (Target::Status(id), Method::DELETE) => cancel(&config, id, owner).await,
+                (Target::Status(_), _) => Ok(not_allowed("GET, HEAD, DELETE")),
+                (Target::Result(_), _) => Ok(not_allowed("GET, HEAD")),
+            };
+            Ok(answer.unwrap_or_else(|error| {
+                tracing::warn!(target: "tower_serverless::offload", %error, "task store unavailable for the status endpoint");
+                let mut response = json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "error": "the task store is unavailable; try again" }),
+                );
+                response.headers_mut().insert(header::RETRY_AFTER, retry_after(config.retry_after));
+                response
+            }))
+        })
+    }
+}
+
+/// The task, when it exists and the caller may see it.
+async fn visible(
+    config: &Config,
+    id: TaskId,
+    owner: &Option<String>,
+) -> Result<Option<TaskRecord>, StoreError> {
+    let record = config.store.get(id).await?;
+    Ok(record.filter(|record| config.owner.is_none() || &record.owner == owner))
+}
+
+async fn status(
+    config: &Config,
+    id: TaskId,
+    owner: Option<String>,
+) -> Result<Response<Full<Bytes>>, StoreError> {
+    let Some(record) = visible(config, id, &owner).await? else {
+        return Ok(not_found(Some(id)));
+    };
+    let body = record_json(&record);
+    Ok(match record.state {
+        TaskState::Pending => {
+            let mut response = json(StatusCode::OK, &body);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after(config.retry_after));
+            response
+        }
+        TaskState::Succeeded => {
+            let mut response = json(StatusCode::SEE_OTHER, &body);
+            let location = format!("{}/result", config.status_url(id));
+            if let Ok(location) = HeaderValue::try_from(location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+        }
+        TaskState::Failed | TaskState::Cancelled => json(StatusCode::OK, &body),
+    })
+}
+
+async fn result(
+    config: &Config,
+    id: TaskId,
+    owner: Option<String>,
+) -> Result<Response<Full<Bytes>>, StoreError> {
+    let Some(record) = visible(config, id, &owner).await? else {
+        return Ok(not_found(Some(id)));
+    };
+    Ok(match record.result {
+        Some(stored) if record.state == TaskState::Succeeded => stored.into_response(),
+        _ => {
+            let mut body = record_json(&record);
+            body["error"] = Value::from(match record.state {
+                TaskState::Pending => "the task has not finished yet",
+                _ => "the task did not succeed; it has no result",
+            });
+            json(StatusCode::NOT_FOUND, &body)
+        }
+    })
+}
+
+async fn cancel(
+    config: &Config,
+    id: TaskId,
+    owner: Option<String>,
+) -> Result<Response<Full<Bytes>>, StoreError> {
+    if config.owner.is_some() && visible(config, id, &owner).await?.is_none() {
+        return Ok(not_found(Some(id)));
+    }
+    Ok(match config.store.cancel(id).await? {
+        CancelResult::Cancelled => {
+            config.detached.abort(id);
+            let mut response = Response::new(Full::default());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+        CancelResult::Finished(state) => json(
+            StatusCode::CONFLICT,
+            &json!({ "id": id.to_string(), "status": state.as_str(), "error": "the task already finished" }),
+        ),
+        CancelResult::NotFound => not_found(Some(id)),
+    })
+}
+
+fn record_json(record: &TaskRecord) -> Value {
+    let mut body = json!({
+        "id": record.id.to_string(),
+        "status": record.state.as_str(),
+        "created_at": rfc3339(record.created_at),
+    });
+    if let Some(finished_at) = record.finished_at {
+        body["finished_at"] = Value::from(rfc3339(finished_at));
+    }
+    if let Some(error) = &record.error {
+        body["error"] = Value::from(error.as_str());
+    }
+    body
+}
+
+fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn not_found(id: Option<TaskId>) -> Response<Full<Bytes>> {
+    let mut body = json!({ "error": "no such task" });
+    if let Some(id) = id {
+        body["id"] = Value::from(id.to_string());
+    }
+    json(StatusCode::NOT_FOUND, &body)
+}
+
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({ "error": "method not allowed" }),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// `2026-11-22T02:20:57.123Z`, in UTC.
+pub(crate) fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |secs, millis| {
+            rfc3339(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_795_314_057, 123), "2026-11-22T02:20:57.123Z");
+        assert_eq!(at(4_102_444_799, 999), "2099-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,181 @@
+//! Where offloaded tasks are kept: the [`TaskStore`] trait and its implementations.
+//!
+//! The store is a trait object (`Arc<dyn TaskStore>`), not a type parameter: every call is
+//! asynchronous I/O in general (Redis, DynamoDB), so the box per call costs nothing that
+//! matters, while the layer, its service and the status endpoint keep short, nameable types.
+//! [`MemoryStore`] is the default, for one process; a shared store (Redis) serves several.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+use tower::BoxError;
+
+use super::TaskId;
+
+mod memory;
+
+pub use self::memory::MemoryStore;
+
+/// A boxed, `Send` future, as [`TaskStore`] methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The state of a task. Every state but `Pending` is terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// The work is running.
+    Pending,
+    /// The work finished; its response is stored.
+    Succeeded,
+    /// The work failed: a panic, an error, a result too large, a deadline, a lost worker.
+    Failed,
+    /// The task was cancelled before it finished.
+    Cancelled,
+}
+
+impl TaskState {
+    /// The state as it appears in status JSON: `pending`, `succeeded`, `failed`, `cancelled`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A response kept for replay: status, headers and the whole body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl StoredResponse {
+    /// The bytes it takes: the body and every header name and value.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len())
+                .sum::<usize>()
+    }
+
+    /// The response, to send again.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// What a store knows of a task.
+#[derive(Clone, Debug)]
+pub struct TaskRecord {
+    /// The id.
+    pub id: TaskId,
+    /// The state.
+    pub state: TaskState,
+    /// When the task was created.
+    pub created_at: SystemTime,
+    /// When the task reached its terminal state.
+    pub finished_at: Option<SystemTime>,
+    /// Why the task failed or was cancelled: a text for clients, never internal detail.
+    pub error: Option<String>,
+    /// Who created the task, when the layer binds tasks to owners.
+    pub owner: Option<String>,
+    /// The response of a succeeded task.
+    pub result: Option<StoredResponse>,
+}
+
+/// A task to create in the pending state.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    /// The id.
+    pub id: TaskId,
+    /// Who creates it.
+    pub owner: Option<String>,
+    /// The client's `Idempotency-Key`, scoped by owner.
+    pub idempotency_key: Option<String>,
+    /// How long the pending record stays valid unless renewed; after that it reads as
+    /// failed (`worker lost`).
+    pub lease: Duration,
+    /// How long the record is kept once terminal.
+    pub ttl: Duration,
+}
+
+/// What [`TaskStore::create`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// The task was created.
+    New,
+    /// A task with the same idempotency key and owner exists: this one.
+    Existing(TaskId),
+}
+
+/// How a task's work ended.
+#[derive(Clone, Debug)]
+pub enum TaskOutcome {
+    /// The response to store.
+    Succeeded(StoredResponse),
+    /// Why it failed, as clients may read it.
+    Failed(String),
+}
+
+/// What [`TaskStore::cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelResult {
+    /// The pending task is now cancelled.
+    Cancelled,
+    /// The task had already reached this terminal state.
+    Finished(TaskState),
+    /// No such task (unknown or expired).
+    NotFound,
+}
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store holds as many pending tasks as it may.
+    #[error("the task store is full")]
+    Full,
+    /// The store could not be reached or answered wrongly.
+    #[error("the task store is unavailable")]
+    Unavailable(#[source] BoxError),
+}
+
+/// Keeps offloaded tasks: their state, and the response of those that succeeded.
+///
+/// Transitions happen once: `Pending` to one terminal state. `finish` and `cancel` racing for
+/// the same task have one winner.
+pub trait TaskStore: Send + Sync + 'static {
+    /// Creates a pending task, unless one with the same idempotency key and owner exists.
+    fn create(&self, task: NewTask) -> BoxFuture<'_, Result<Created, StoreError>>;
+
+    /// Extends a pending task's lease; `false` when the task is no longer pending (cancelled,
+    /// expired), which tells the worker to stop.
+    fn renew(&self, id: TaskId, lease: Duration) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Moves a pending task to its terminal state; `false` when it was no longer pending.
+    fn finish(&self, id: TaskId, outcome: TaskOutcome) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// The task, if it exists and has not expired.
+    fn get(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>, StoreError>>;
+
+    /// Cancels a pending task.
+    fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<CancelResult, StoreError>>;
+}
+
+/// The failure text of a task whose pending lease ran out.
+pub const WORKER_LOST: &str = "worker lost";
