@@ -1,0 +1,721 @@
+//! OffloadLayer and its status endpoint through real axum and hyper servers.
+#![cfg(feature = "axum")]
+
+#[path = "../examples/app/mod.rs"]
+mod app;
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use common::{Collected, HttpClient};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tokio::sync::oneshot;
+use tower::{service_fn, Layer, ServiceExt};
+use tower_serverless::offload::store::{
+    BoxFuture, CancelResult, Created, NewTask, StoreError, TaskOutcome, TaskRecord,
+};
+use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskId, TaskStore};
+
+const AFTER: Duration = Duration::from_millis(100);
+
+fn layer() -> OffloadLayer {
+    OffloadLayer::new(MemoryStore::new()).after(AFTER)
+}
+
+async fn work(Path(ms): Path<u64>) -> Response<Body> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header("x-job", ms.to_string())
+        .body(Body::from(format!("worked {ms}")))
+        .unwrap()
+}
+
+async fn big(Path((ms, bytes)): Path<(u64, usize)>) -> Vec<u8> {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    vec![b'x'; bytes]
+}
+
+async fn panics(Path(ms): Path<u64>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    panic!("offloaded work panicked on purpose")
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/work/{ms}", post(work).get(work))
+        .route("/big/{ms}/{bytes}", post(big))
+        .route("/panic/{ms}", post(panics))
+}
+
+async fn serve(offload: &OffloadLayer, routes: Router) -> SocketAddr {
+    common::serve(routes.layer(offload.clone()).merge(offload.status_router())).await
+}
+
+struct Client {
+    http: HttpClient,
+    addr: SocketAddr,
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            http: HttpClient::new(),
+            addr,
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Collected {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.http.send(request.body(Full::default()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str) -> Collected {
+        self.send("POST", path, &[]).await
+    }
+
+    async fn get(&self, path: &str) -> Collected {
+        self.send("GET", path, &[]).await
+    }
+}
+
+fn location(response: &Collected) -> String {
+    response.header("location").to_owned()
+}
+
+fn assert_accepted(response: &Collected) -> String {
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    let status_url = location(response);
+    let body = response.json();
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["status_url"], status_url.as_str());
+    assert_eq!(
+        status_url,
+        format!("/tasks/{}", body["id"].as_str().unwrap())
+    );
+    assert_eq!(response.header("retry-after"), "1");
+    assert_eq!(response.header("content-type"), "application/json");
+    status_url
+}
+
+#[tokio::test]
+async fn fast_passes_through_slow_is_polled_then_replayed() {
+    let offload = layer();
+    let client = Client::new(serve(&offload, routes()).await);
+
+    let fast = client.post("/work/10").await;
+    assert_eq!(fast.status, StatusCode::CREATED);
+    assert_eq!(fast.header("x-job"), "10");
+    assert_eq!(fast.text(), "worked 10");
+
+    let accepted = client.post("/work/400").await;
+    let status_url = assert_accepted(&accepted);
+
+    let pending = client.get(&status_url).await;
+    assert_eq!(pending.status, StatusCode::OK);
+    assert_eq!(pending.json()["status"], "pending");
+    assert_eq!(pending.header("retry-after"), "1");
+    assert!(pending.json()["created_at"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+
+    offload.detached().wait_idle().await;
+    let done = client.get(&status_url).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.json()["status"], "succeeded");
+    assert!(done.json()["finished_at"].is_string());
+    assert_eq!(location(&done), format!("{status_url}/result"));
+
+    let replay = client.get(&location(&done)).await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert_eq!(replay.header("x-job"), "400");
+    assert_eq!(replay.text(), "worked 400");
+}
+
+#[tokio::test]
+async fn not_offloadable_methods_wait_in_the_foreground() {
+    let offload = layer();
+    let client = Client::new(serve(&offload, routes()).await);
+    let response = client.get("/work/300").await;
+    assert_eq!(
+        (response.status, response.text()),
+        (StatusCode::CREATED, "worked 300")
+    );
+    assert!(offload.detached().is_empty());
+}
+
+#[tokio::test]
+async fn prefer_respond_async_and_wait() {
+    let offload = layer().max_wait(Duration::from_secs(5));
+    let client = Client::new(serve(&offload, routes()).await);
+
+    let at_once = client
+        .send("POST", "/work/1", &[("prefer", "respond-async")])
+        .await;
+    assert_accepted(&at_once);
+    assert_eq!(at_once.header("preference-applied"), "respond-async");
+
+    // `wait=1` lets a 400 ms job finish in the foreground although `after` is 100 ms.
+    let waited = client
+        .send("POST", "/work/400", &[("prefer", "wait=1")])
+        .await;
+    assert_eq!(waited.status, StatusCode::CREATED);
+    assert_eq!(waited.header("preference-applied"), "wait=1");
+
+    // `wait=0` offloads at once, and says so.
+    let zero = client
+        .send("POST", "/work/400", &[("prefer", "wait=0")])
+        .await;
+    assert_accepted(&zero);
+    assert_eq!(zero.header("preference-applied"), "wait=0");
+
+    let ignored = client
+        .send("POST", "/work/10", &[("prefer", "wait=soon, nonsense")])
+        .await;
+    assert_eq!(ignored.status, StatusCode::CREATED);
+    assert!(!ignored.headers.contains_key("preference-applied"));
+    offload.detached().wait_idle().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn prefer_wait_is_capped_by_max_wait_and_the_deadline() {
+    let slow = service_fn(|_: Request<Body>| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    });
+    let offload = OffloadLayer::new(MemoryStore::new()).max_wait(Duration::from_secs(3));
+    let request = |wait: &str| {
+        Request::post("/")
+            .header("prefer", format!("wait={wait}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let start = tokio::time::Instant::now();
+    let response = offload.layer(slow).oneshot(request("60")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(response.headers()["preference-applied"], "wait=3");
+
+    // Under a 2 s deadline, the 202 leaves the margin (500 ms) before it.
+    let deadline = tower_serverless::DeadlineLayer::new(Duration::from_secs(2));
+    let start = tokio::time::Instant::now();
+    let service = deadline.layer(OffloadLayer::new(MemoryStore::new()).layer(slow));
+    let response = service.oneshot(request("60")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(start.elapsed(), Duration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn failures_are_stored_with_a_reason_for_clients() {
+    common::quiet_panics();
+    let offload = layer().max_result_bytes(1000);
+    let client = Client::new(serve(&offload, routes()).await);
+
+    let panicked = assert_accepted(&client.post("/panic/300").await);
+    let oversize = assert_accepted(&client.post("/big/300/1001").await);
+    let fits = assert_accepted(&client.post("/big/300/1000").await);
+    offload.detached().wait_idle().await;
+
+    let status = client.get(&panicked).await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert_eq!(status.json()["status"], "failed");
+    assert_eq!(status.json()["error"], "the handler panicked");
+    assert!(
+        !status.text().contains("on purpose"),
+        "internal text leaked"
+    );
+
+    let status = client.get(&oversize).await.json();
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["error"], "the result exceeded 1000 bytes");
+    let result = client.get(&format!("{oversize}/result")).await;
+    assert_eq!(result.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        result.json()["error"],
+        "the task did not succeed; it has no result"
+    );
+
+    let fits = client.get(&format!("{fits}/result")).await;
+    assert_eq!((fits.status, fits.body.len()), (StatusCode::OK, 1000));
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("secret database password rejected")]
+struct WorkFailed;
+
+#[tokio::test]
+async fn inner_errors_are_stored_as_failed_through_hyper() {
+    let offload = layer();
+    let failing = service_fn(|_: Request<hyper::body::Incoming>| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Err::<Response<Full<Bytes>>, _>(WorkFailed)
+    });
+    let service = offload.layer(failing);
+    let addr = common::serve_hyper(service).await;
+    let accepted = Client::new(addr).post("/anything").await;
+    let status_url = assert_accepted(&accepted);
+    offload.detached().wait_idle().await;
+
+    let status_client = Client::new(common::serve_hyper(offload.status_service()).await);
+    let status = status_client.get(&status_url).await.json();
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["error"], "the handler failed");
+}
+
+#[tokio::test]
+async fn cancel_aborts_the_work() {
+    let (guard, dropped) = oneshot::channel::<()>();
+    let guard = Arc::new(Mutex::new(Some(guard)));
+    let offload = layer();
+    let routes = Router::new().route(
+        "/forever",
+        post(move || {
+            let guard = guard.lock().unwrap().take();
+            async move {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(guard);
+            }
+        }),
+    );
+    let client = Client::new(serve(&offload, routes).await);
+    let status_url = assert_accepted(&client.post("/forever").await);
+    assert_eq!(offload.detached().len(), 1);
+
+    let cancelled = client.send("DELETE", &status_url, &[]).await;
+    assert_eq!(cancelled.status, StatusCode::NO_CONTENT);
+    assert!(dropped.await.is_err(), "the work's future was dropped");
+    offload.detached().wait_idle().await;
+
+    let status = client.get(&status_url).await.json();
+    assert_eq!(status["status"], "cancelled");
+    let again = client.send("DELETE", &status_url, &[]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.json()["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn idempotency_key_runs_the_work_once() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = runs.clone();
+    let routes = Router::new().route(
+        "/charge",
+        post(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "charged"
+            }
+        }),
+    );
+    let offload = layer();
+    let client = Client::new(serve(&offload, routes).await);
+    let key = [("idempotency-key", "order-42")];
+
+    let first = assert_accepted(&client.send("POST", "/charge", &key).await);
+    let second = assert_accepted(&client.send("POST", "/charge", &key).await);
+    assert_eq!(first, second);
+    offload.detached().wait_idle().await;
+    let third = assert_accepted(&client.send("POST", "/charge", &key).await);
+    assert_eq!(first, third);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    let replay = client.get(&format!("{first}/result")).await;
+    assert_eq!(replay.text(), "charged");
+
+    let other = assert_accepted(
+        &client
+            .send("POST", "/charge", &[("idempotency-key", "order-43")])
+            .await,
+    );
+    assert_ne!(first, other);
+    offload.detached().wait_idle().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn idempotency_key_stores_fast_results_for_retries() {
+    let offload = layer();
+    let client = Client::new(serve(&offload, routes()).await);
+    let key = [("idempotency-key", "\"fast-1\"")];
+    let fast = client.send("POST", "/work/5", &key).await;
+    assert_eq!(
+        (fast.status, fast.text()),
+        (StatusCode::CREATED, "worked 5")
+    );
+    let retry = client.send("POST", "/work/5", &key).await;
+    let status_url = assert_accepted(&retry);
+    let replay = client.get(&format!("{status_url}/result")).await;
+    assert_eq!(
+        (replay.status, replay.text()),
+        (StatusCode::CREATED, "worked 5")
+    );
+}
+
+#[tokio::test]
+async fn malformed_idempotency_key_is_a_bad_request() {
+    let offload = layer();
+    let client = Client::new(serve(&offload, routes()).await);
+    let long = "k".repeat(256);
+    for key in ["", "with space", long.as_str()] {
+        let response = client
+            .send("POST", "/work/1", &[("idempotency-key", key)])
+            .await;
+        assert_eq!(response.status, StatusCode::BAD_REQUEST, "{key:?}");
+        assert_eq!(response.header("content-type"), "application/problem+json");
+    }
+}
+
+#[tokio::test]
+async fn owner_binding_hides_tasks_from_others() {
+    let offload = layer().owner(|parts| {
+        parts
+            .headers
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let client = Client::new(serve(&offload, routes()).await);
+    let alice = [("x-user", "alice")];
+    let bob = [("x-user", "bob")];
+    let status_url = assert_accepted(&client.send("POST", "/work/300", &alice).await);
+
+    for (method, path) in [
+        ("GET", status_url.clone()),
+        ("GET", format!("{status_url}/result")),
+        ("DELETE", status_url.clone()),
+    ] {
+        assert_eq!(
+            client.send(method, &path, &bob).await.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}"
+        );
+        assert_eq!(
+            client.send(method, &path, &[]).await.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        client.send("GET", &status_url, &alice).await.status,
+        StatusCode::OK
+    );
+
+    // Idempotency keys are scoped by owner too.
+    let key_a = [("x-user", "alice"), ("idempotency-key", "k")];
+    let key_b = [("x-user", "bob"), ("idempotency-key", "k")];
+    let a = assert_accepted(&client.send("POST", "/work/300", &key_a).await);
+    let b = assert_accepted(&client.send("POST", "/work/300", &key_b).await);
+    assert_ne!(a, b);
+    offload.detached().wait_idle().await;
+}
+
+#[tokio::test]
+async fn status_endpoint_rejects_bad_ids_and_methods() {
+    let store = CountingStore::default();
+    let offload = OffloadLayer::new(store.clone()).after(AFTER);
+    let client = Client::new(serve(&offload, routes()).await);
+    for path in [
+        "/tasks/not-a-task-id",
+        "/tasks/ABCDEF0123456789ABCDEF0123456789",
+        "/tasks/0123",
+        "/tasks/%2e%2e",
+    ] {
+        let response = client.get(path).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(response.json()["error"], "no such task");
+    }
+    assert_eq!(
+        store.calls.load(Ordering::SeqCst),
+        0,
+        "malformed ids never reach the store"
+    );
+
+    let unknown = format!("/tasks/{}", TaskId::random().unwrap());
+    assert_eq!(client.get(&unknown).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        client.send("DELETE", &unknown, &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let put = client.send("PUT", &unknown, &[]).await;
+    assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(put.header("allow"), "GET, HEAD, DELETE");
+    let post = client.send("POST", &format!("{unknown}/result"), &[]).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let status_url = assert_accepted(&client.post("/work/400").await);
+    let early = client.get(&format!("{status_url}/result")).await;
+    assert_eq!(early.status, StatusCode::NOT_FOUND);
+    assert_eq!(early.json()["error"], "the task has not finished yet");
+    offload.detached().wait_idle().await;
+}
+
+#[tokio::test]
+async fn a_store_that_fails_gives_no_202_but_a_foreground_answer() {
+    let offload = OffloadLayer::new(FailingStore).after(AFTER);
+    let client = Client::new(serve(&offload, routes()).await);
+    let response = client.post("/work/300").await;
+    assert_eq!(
+        (response.status, response.text()),
+        (StatusCode::CREATED, "worked 300")
+    );
+    let keyed = client
+        .send("POST", "/work/300", &[("idempotency-key", "k")])
+        .await;
+    assert_eq!(keyed.status, StatusCode::CREATED);
+
+    let status = client
+        .get(&format!("/tasks/{}", TaskId::random().unwrap()))
+        .await;
+    assert_eq!(status.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status.header("retry-after"), "1");
+    assert!(!status.text().contains("injected"), "internal text leaked");
+}
+
+#[tokio::test]
+async fn a_full_store_answers_in_the_foreground() {
+    let offload = OffloadLayer::new(MemoryStore::new().max_tasks(2)).after(AFTER);
+    let client = Client::new(serve(&offload, routes()).await);
+    assert_accepted(&client.post("/work/500").await);
+    assert_accepted(&client.post("/work/500").await);
+    let third = client.post("/work/300").await;
+    assert_eq!(
+        (third.status, third.text()),
+        (StatusCode::CREATED, "worked 300")
+    );
+    offload.detached().wait_idle().await;
+    // Finished tasks make room for new ones.
+    assert_accepted(&client.post("/work/300").await);
+    offload.detached().wait_idle().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_deadline_fails_the_task_and_replaces_the_foreground_one() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let slow = service_fn(move |_: Request<Body>| {
+        let record = record.clone();
+        async move {
+            for _ in 0..2 {
+                let deadline = tower_serverless::deadline::current().unwrap();
+                record
+                    .lock()
+                    .unwrap()
+                    .push((deadline.source(), deadline.remaining()));
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok::<_, Infallible>(Response::new(Body::empty()))
+        }
+    });
+    let offload = OffloadLayer::new(MemoryStore::new())
+        .after(Duration::from_secs(1))
+        .background_deadline(Duration::from_secs(8));
+    let service =
+        tower_serverless::DeadlineLayer::new(Duration::from_secs(20)).layer(offload.layer(slow));
+    let response = service
+        .oneshot(Request::post("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    offload.detached().wait_idle().await;
+
+    use tower_serverless::deadline::DeadlineSource;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], (DeadlineSource::Budget, Duration::from_secs(20)));
+    assert_eq!(
+        seen[1],
+        (DeadlineSource::Background, Duration::from_secs(4))
+    );
+
+    let status_url = response.headers()["location"].to_str().unwrap().to_owned();
+    let status = offload
+        .status_service()
+        .oneshot(Request::get(status_url).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = common::collect(status).await.json();
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["error"], "background deadline");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_store_bounds_and_ttl() {
+    let store = MemoryStore::new().max_tasks(2);
+    let task = |ttl| NewTask {
+        id: TaskId::random().unwrap(),
+        owner: None,
+        idempotency_key: None,
+        lease: Duration::from_secs(60),
+        ttl,
+    };
+    let a = task(Duration::from_secs(10));
+    let b = task(Duration::from_secs(10));
+    assert_eq!(store.create(a.clone()).await.unwrap(), Created::New);
+    assert_eq!(store.create(b.clone()).await.unwrap(), Created::New);
+    assert!(matches!(
+        store.create(task(Duration::from_secs(10))).await,
+        Err(StoreError::Full)
+    ));
+
+    store
+        .finish(a.id, TaskOutcome::Failed("done".into()))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert!(store.get(a.id).await.unwrap().is_some(), "kept for its TTL");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(
+        store.get(a.id).await.unwrap().is_none(),
+        "gone after its TTL"
+    );
+    assert_eq!(
+        store.create(task(Duration::from_secs(10))).await.unwrap(),
+        Created::New
+    );
+    assert_eq!(store.cancel(a.id).await.unwrap(), CancelResult::NotFound);
+
+    // A finished task is evicted, oldest first, to make room; pending ones never are.
+    store
+        .finish(b.id, TaskOutcome::Failed("done".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.create(task(Duration::from_secs(10))).await.unwrap(),
+        Created::New
+    );
+    assert!(store.get(b.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_slow_requests_all_finish() {
+    let offload = OffloadLayer::new(MemoryStore::new()).after(Duration::from_millis(50));
+    let client = Arc::new(Client::new(serve(&offload, routes()).await));
+    let requests: Vec<_> = (0..1000)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { assert_accepted(&client.post("/work/3000").await) })
+        })
+        .collect();
+    let mut urls = Vec::new();
+    for request in requests {
+        urls.push(request.await.unwrap());
+    }
+    // Every 202 came back while the work (3 s each) was still running: all were pending at once.
+    assert_eq!(offload.detached().len(), 1000);
+    offload.detached().wait_idle().await;
+    let distinct: std::collections::HashSet<_> = urls.iter().collect();
+    assert_eq!(distinct.len(), 1000);
+    for url in &urls {
+        let status = client.get(url).await;
+        assert_eq!(status.status, StatusCode::SEE_OTHER, "{url}");
+    }
+}
+
+#[tokio::test]
+async fn demo_offloads_jobs_through_a_real_server() {
+    let settings = app::Settings {
+        deadline: None,
+        offload_after: Duration::from_millis(500),
+    };
+    let offload = settings.offload_layer();
+    let client = Client::new(common::serve(app::serve_app(&settings, &offload)).await);
+
+    let start = std::time::Instant::now();
+    let accepted = client.post("/jobs/3000").await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let status_url = assert_accepted(&accepted);
+    offload.detached().wait_idle().await;
+
+    let done = client.get(&status_url).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    let result = client.get(&location(&done)).await;
+    assert_eq!(
+        result.json(),
+        serde_json::json!({"job": "done", "slept_ms": 3000})
+    );
+    assert_eq!(
+        client.get("/tasks/not-a-task-id").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// A store whose every call fails, as an unreachable store does.
+#[derive(Clone, Copy)]
+struct FailingStore;
+
+fn injected<T: Send + 'static>() -> BoxFuture<'static, Result<T, StoreError>> {
+    Box::pin(async { Err(StoreError::Unavailable("injected failure".into())) })
+}
+
+impl TaskStore for FailingStore {
+    fn create(&self, _: NewTask) -> BoxFuture<'_, Result<Created, StoreError>> {
+        injected()
+    }
+    fn renew(&self, _: TaskId, _: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        injected()
+    }
+    fn finish(&self, _: TaskId, _: TaskOutcome) -> BoxFuture<'_, Result<bool, StoreError>> {
+        injected()
+    }
+    fn get(&self, _: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>, StoreError>> {
+        injected()
+    }
+    fn cancel(&self, _: TaskId) -> BoxFuture<'_, Result<CancelResult, StoreError>> {
+        injected()
+    }
+}
+
+/// A MemoryStore that counts the calls it gets.
+#[derive(Clone, Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    calls: Arc<AtomicUsize>,
+}
+
+impl CountingStore {
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl TaskStore for CountingStore {
+    fn create(&self, task: NewTask) -> BoxFuture<'_, Result<Created, StoreError>> {
+        self.count();
+        self.inner.create(task)
+    }
+    fn renew(&self, id: TaskId, lease: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.count();
+        self.inner.renew(id, lease)
+    }
+    fn finish(&self, id: TaskId, outcome: TaskOutcome) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.count();
+        self.inner.finish(id, outcome)
+    }
+    fn get(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>, StoreError>> {
+        self.count();
+        self.inner.get(id)
+    }
+    fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<CancelResult, StoreError>> {
+        self.count();
+        self.inner.cancel(id)
+    }
+}
