@@ -8,6 +8,7 @@
 //! curl -i -X POST localhost:3000/jobs/5000   # 202 Accepted, Location: /tasks/<id>
 //! ```
 //!
+//! With `--features redis` and `REDIS_URL=redis://127.0.0.1:6379`, tasks live in Redis.
 //! The README lists the routes and a curl line for each behaviour.
 
 mod app;
@@ -21,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = app::Settings::from_env()?;
     // `axum::serve` needs `Error = Infallible`: escalations become a designated status with
     // a JSON body, as the Lambda Web Adapter's `AWS_LWA_ERROR_STATUS_CODES` expects.
-    let offload = settings.offload_layer();
+    let offload = settings.offload_layer().await?;
     let app = app::serve_app(&settings, &offload);
 
     let listener = tokio::net::TcpListener::bind(&bind).await?;

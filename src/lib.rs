@@ -14,6 +14,7 @@
 //! |---|---|---|
 //! | `axum` | yes | `IntoResponse` for [`Escalation`], [`OffloadLayer::status_router`] |
 //! | `lambda` | no | `From<EscalateError> for lambda_runtime::Diagnostic` |
+//! | `redis` | no | [`RedisStore`](offload::RedisStore), a task store shared by processes and Lambda instances |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod deadline;

@@ -631,8 +631,9 @@ async fn demo_offloads_jobs_through_a_real_server() {
     let settings = app::Settings {
         deadline: None,
         offload_after: Duration::from_millis(500),
+        redis_url: None,
     };
-    let offload = settings.offload_layer();
+    let offload = settings.offload_layer().await.unwrap();
     let client = Client::new(common::serve(app::serve_app(&settings, &offload)).await);
 
     let start = std::time::Instant::now();

@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     /// `OFFLOAD_AFTER_MS`: how long `POST /jobs/{ms}` runs before it is offloaded
     /// (default 2000).
     pub(crate) offload_after: Duration,
+    /// `REDIS_URL`: keep tasks in Redis (feature `redis`) instead of in memory.
+    pub(crate) redis_url: Option<String>,
 }
 
 impl Settings {
@@ -29,6 +31,9 @@ impl Settings {
             deadline: millis_from_env("DEADLINE_MS")?,
             offload_after: millis_from_env("OFFLOAD_AFTER_MS")?
                 .unwrap_or(Duration::from_millis(2000)),
+            redis_url: std::env::var("REDIS_URL")
+                .ok()
+                .filter(|url| !url.is_empty()),
         })
     }
 
@@ -37,9 +42,22 @@ impl Settings {
             .map_or_else(DeadlineLayer::api_gateway_rest, DeadlineLayer::new)
     }
 
-    /// Offloading on the in-memory store, status endpoint at `/tasks`.
-    pub(crate) fn offload_layer(&self) -> OffloadLayer {
-        OffloadLayer::new(MemoryStore::new()).after(self.offload_after)
+    /// Offloading on the in-memory store, or Redis with `REDIS_URL`; status endpoint at
+    /// `/tasks`.
+    pub(crate) async fn offload_layer(&self) -> Result<OffloadLayer, String> {
+        let layer = match &self.redis_url {
+            None => OffloadLayer::new(MemoryStore::new()),
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                let store = tower_serverless::offload::RedisStore::connect(url)
+                    .await
+                    .map_err(|error| format!("REDIS_URL {url}: {error}"))?;
+                OffloadLayer::new(store)
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => return Err("REDIS_URL needs the `redis` feature: --features redis".into()),
+        };
+        Ok(layer.after(self.offload_after))
     }
 }
 

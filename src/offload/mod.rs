@@ -68,4 +68,6 @@ pub use self::id::{InvalidTaskId, TaskId};
 pub use self::layer::{ConfigError, OffloadLayer};
 pub use self::service::Offload;
 pub use self::status::TaskStatusService;
+#[cfg(feature = "redis")]
+pub use self::store::RedisStore;
 pub use self::store::{MemoryStore, TaskState, TaskStore};

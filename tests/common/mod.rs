@@ -12,6 +12,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
+pub mod conformance;
+#[cfg(feature = "redis")]
+pub mod redis_server;
 #[cfg(feature = "lambda")]
 pub mod runtime_api;
 

@@ -17,8 +17,12 @@ use tower::BoxError;
 use super::TaskId;
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 
 /// A boxed, `Send` future, as [`TaskStore`] methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,210 @@
+//! What every TaskStore must do, written once and run against each store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use tower_serverless::offload::store::{
+    CancelResult, Created, NewTask, StoredResponse, TaskOutcome, TaskStore, WORKER_LOST,
+};
+use tower_serverless::offload::{TaskId, TaskState};
+
+fn task() -> NewTask {
+    NewTask {
+        id: TaskId::random().unwrap(),
+        owner: None,
+        idempotency_key: None,
+        lease: Duration::from_secs(60),
+        ttl: Duration::from_secs(60),
+    }
+}
+
+fn response() -> StoredResponse {
+    let mut headers = HeaderMap::new();
+    headers.append("content-type", "application/octet-stream".parse().unwrap());
+    headers.append("x-multi", "1".parse().unwrap());
+    headers.append("x-multi", "2".parse().unwrap());
+    StoredResponse {
+        status: StatusCode::CREATED,
+        headers,
+        body: Bytes::from_static(b"\x00\xff binary \r\n body"),
+    }
+}
+
+/// Runs every check against `store`.
+pub async fn run(store: Arc<dyn TaskStore>) {
+    lifecycle(&*store).await;
+    transitions_happen_once(&*store).await;
+    cancel(&*store).await;
+    idempotency(&*store).await;
+    lease_lapses_to_worker_lost(&*store).await;
+    ttl_expires_finished_tasks(&*store).await;
+    cancel_racing_finish_has_one_winner(store.clone()).await;
+}
+
+async fn lifecycle(store: &dyn TaskStore) {
+    let mut new = task();
+    new.owner = Some("alice".into());
+    assert_eq!(store.create(new.clone()).await.unwrap(), Created::New);
+    let pending = store.get(new.id).await.unwrap().expect("created");
+    assert_eq!((pending.id, pending.state), (new.id, TaskState::Pending));
+    assert_eq!(pending.owner.as_deref(), Some("alice"));
+    assert!(pending.finished_at.is_none() && pending.result.is_none() && pending.error.is_none());
+    assert!(store.renew(new.id, Duration::from_secs(60)).await.unwrap());
+
+    assert!(store
+        .finish(new.id, TaskOutcome::Succeeded(response()))
+        .await
+        .unwrap());
+    let done = store.get(new.id).await.unwrap().unwrap();
+    assert_eq!(done.state, TaskState::Succeeded);
+    assert_eq!(
+        done.result,
+        Some(response()),
+        "status, headers and body round-trip"
+    );
+    assert!(done.finished_at.unwrap() >= done.created_at);
+    assert!(
+        !store.renew(new.id, Duration::from_secs(60)).await.unwrap(),
+        "no renewal once done"
+    );
+
+    let unknown = TaskId::random().unwrap();
+    assert!(store.get(unknown).await.unwrap().is_none());
+    assert!(!store
+        .finish(unknown, TaskOutcome::Failed("x".into()))
+        .await
+        .unwrap());
+    assert_eq!(store.cancel(unknown).await.unwrap(), CancelResult::NotFound);
+}
+
+async fn transitions_happen_once(store: &dyn TaskStore) {
+    let new = task();
+    store.create(new.clone()).await.unwrap();
+    assert!(store
+        .finish(new.id, TaskOutcome::Failed("the handler failed".into()))
+        .await
+        .unwrap());
+    assert!(!store
+        .finish(new.id, TaskOutcome::Succeeded(response()))
+        .await
+        .unwrap());
+    let failed = store.get(new.id).await.unwrap().unwrap();
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.error.as_deref(), Some("the handler failed"));
+    assert!(failed.result.is_none());
+}
+
+async fn cancel(store: &dyn TaskStore) {
+    let new = task();
+    store.create(new.clone()).await.unwrap();
+    assert_eq!(store.cancel(new.id).await.unwrap(), CancelResult::Cancelled);
+    assert_eq!(
+        store.get(new.id).await.unwrap().unwrap().state,
+        TaskState::Cancelled
+    );
+    assert!(!store
+        .finish(new.id, TaskOutcome::Succeeded(response()))
+        .await
+        .unwrap());
+    assert!(!store.renew(new.id, Duration::from_secs(60)).await.unwrap());
+    assert_eq!(
+        store.cancel(new.id).await.unwrap(),
+        CancelResult::Finished(TaskState::Cancelled)
+    );
+}
+
+async fn idempotency(store: &dyn TaskStore) {
+    let key = format!("key-{}", TaskId::random().unwrap());
+    let mut first = task();
+    first.idempotency_key = Some(key.clone());
+    first.owner = Some("a:b".into());
+    assert_eq!(store.create(first.clone()).await.unwrap(), Created::New);
+    let mut again = task();
+    again.idempotency_key = Some(key.clone());
+    again.owner = Some("a:b".into());
+    assert_eq!(
+        store.create(again.clone()).await.unwrap(),
+        Created::Existing(first.id)
+    );
+    assert!(
+        store.get(again.id).await.unwrap().is_none(),
+        "no second task"
+    );
+
+    for owner in [None, Some("a".to_owned()), Some("b".to_owned())] {
+        let mut other = task();
+        other.idempotency_key = Some(key.clone());
+        other.owner = owner.clone();
+        assert_eq!(
+            store.create(other).await.unwrap(),
+            Created::New,
+            "owner {owner:?}"
+        );
+    }
+    store
+        .finish(first.id, TaskOutcome::Failed("done".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.create(again).await.unwrap(),
+        Created::Existing(first.id),
+        "while it exists"
+    );
+}
+
+async fn lease_lapses_to_worker_lost(store: &dyn TaskStore) {
+    let mut new = task();
+    new.lease = Duration::from_millis(50);
+    store.create(new.clone()).await.unwrap();
+    // The lease runs on the store's clock (Redis' own), which no test can pause.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let lost = store.get(new.id).await.unwrap().unwrap();
+    assert_eq!(lost.state, TaskState::Failed);
+    assert_eq!(lost.error.as_deref(), Some(WORKER_LOST));
+    assert!(!store.renew(new.id, Duration::from_secs(60)).await.unwrap());
+    assert!(!store
+        .finish(new.id, TaskOutcome::Succeeded(response()))
+        .await
+        .unwrap());
+}
+
+async fn ttl_expires_finished_tasks(store: &dyn TaskStore) {
+    let mut new = task();
+    new.ttl = Duration::from_millis(100);
+    store.create(new.clone()).await.unwrap();
+    store
+        .finish(new.id, TaskOutcome::Succeeded(response()))
+        .await
+        .unwrap();
+    assert!(store.get(new.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        store.get(new.id).await.unwrap().is_none(),
+        "gone after its TTL"
+    );
+}
+
+async fn cancel_racing_finish_has_one_winner(store: Arc<dyn TaskStore>) {
+    for _ in 0..50 {
+        let new = task();
+        store.create(new.clone()).await.unwrap();
+        let (a, b) = (store.clone(), store.clone());
+        let finish = tokio::spawn(async move {
+            a.finish(new.id, TaskOutcome::Succeeded(response()))
+                .await
+                .unwrap()
+        });
+        let cancel = tokio::spawn(async move { b.cancel(new.id).await.unwrap() });
+        let (finished, cancelled) = (finish.await.unwrap(), cancel.await.unwrap());
+        let state = store.get(new.id).await.unwrap().unwrap().state;
+        match (finished, cancelled) {
+            (true, CancelResult::Finished(TaskState::Succeeded)) => {
+                assert_eq!(state, TaskState::Succeeded)
+            }
+            (false, CancelResult::Cancelled) => assert_eq!(state, TaskState::Cancelled),
+            other => panic!("two winners or none: {other:?}"),
+        }
+    }
+}
