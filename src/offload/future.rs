@@ -174,6 +174,9 @@ pub(crate) struct Plan {
     pub(crate) config: Arc<Config>,
     pub(crate) owner: Option<String>,
     pub(crate) applied: Option<HeaderValue>,
+    /// Set by the host for work detached from this request (the Lambda runner: the
+    /// function's deadline).
+    pub(crate) background: Option<Deadline>,
 }
 
 impl Plan {
@@ -231,9 +234,14 @@ impl Plan {
     }
 
     fn background_deadline(&self) -> Option<Deadline> {
-        self.config
+        let configured = self
+            .config
             .background
-            .map(|budget| Deadline::after(budget, DeadlineSource::Background))
+            .map(|budget| Deadline::after(budget, DeadlineSource::Background));
+        match (configured, self.background) {
+            (Some(configured), Some(host)) => Some(configured.min(host)),
+            (configured, host) => configured.or(host),
+        }
     }
 
     /// Stores the task and answers `202`, or waits in the foreground when it cannot be stored.

@@ -54,6 +54,15 @@
 //! # }
 //! ```
 
+/// A request extension that bounds the work detached from this request: the detached work
+/// gets the earlier of it and [`OffloadLayer::background_deadline`].
+///
+/// The Lambda runner (feature `lambda`) sets it to the function's deadline minus the
+/// margin, so that work still running then is stored as failed (`lambda deadline`) before
+/// the environment can be cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackgroundDeadline(pub crate::deadline::Deadline);
+
 mod detached;
 pub mod future;
 mod id;

@@ -10,7 +10,7 @@ use tower::{BoxError, Service};
 
 use super::future::{keyed, Plan, ResponseFuture};
 use super::layer::Config;
-use super::prefer;
+use super::{prefer, BackgroundDeadline};
 use crate::deadline::{self, Deadline};
 
 /// Middleware that offloads slow requests; see [`OffloadLayer`](super::OffloadLayer).
@@ -137,6 +137,10 @@ where
             config: config.clone(),
             owner,
             applied,
+            background: request
+                .extensions()
+                .get::<BackgroundDeadline>()
+                .map(|b| b.0),
         };
         if let Some(key) = key {
             let ready = self.inner.clone();

@@ -27,16 +27,24 @@ pub enum Outcome {
     },
 }
 
+type Invocation = (String, u64, Value);
+
 #[derive(Clone)]
 struct Shared {
-    events: Arc<Mutex<mpsc::Receiver<(String, u64, Value)>>>,
+    events: Arc<Mutex<mpsc::Receiver<Invocation>>>,
     outcomes: mpsc::UnboundedSender<Outcome>,
+    extension_events: Arc<Mutex<mpsc::UnboundedReceiver<Invocation>>>,
+    extension_nexts: mpsc::UnboundedSender<tokio::time::Instant>,
+    registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct RuntimeApi {
     pub addr: SocketAddr,
-    events: mpsc::Sender<(String, u64, Value)>,
+    events: mpsc::Sender<Invocation>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
+    extension_events: mpsc::UnboundedSender<Invocation>,
+    extension_nexts: mpsc::UnboundedReceiver<tokio::time::Instant>,
+    registered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RuntimeApi {
@@ -44,11 +52,19 @@ impl RuntimeApi {
     pub async fn start() -> Self {
         let (events, events_rx) = mpsc::channel(16);
         let (outcomes_tx, outcomes) = mpsc::unbounded_channel();
+        let (extension_events, extension_events_rx) = mpsc::unbounded_channel();
+        let (extension_nexts_tx, extension_nexts) = mpsc::unbounded_channel();
+        let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = Shared {
             events: Arc::new(Mutex::new(events_rx)),
             outcomes: outcomes_tx,
+            extension_events: Arc::new(Mutex::new(extension_events_rx)),
+            extension_nexts: extension_nexts_tx,
+            registered: registered.clone(),
         };
         let router = Router::new()
+            .route("/2020-01-01/extension/register", post(register))
+            .route("/2020-01-01/extension/event/next", get(extension_next))
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route(
                 "/2018-06-01/runtime/invocation/{id}/response",
@@ -66,7 +82,19 @@ impl RuntimeApi {
             addr,
             events,
             outcomes,
+            extension_events,
+            extension_nexts,
+            registered,
         }
+    }
+
+    /// Waits for the extension's next `GET /extension/event/next`: the moment it let the
+    /// environment freeze.
+    pub async fn extension_next(&mut self) -> tokio::time::Instant {
+        tokio::time::timeout(Duration::from_secs(20), self.extension_nexts.recv())
+            .await
+            .expect("the extension asked for no next event")
+            .unwrap()
     }
 
     /// Hands `event` to the runtime with `budget` until the function deadline, and waits for
@@ -74,6 +102,10 @@ impl RuntimeApi {
     pub async fn invoke(&mut self, request_id: &str, budget: Duration, event: Value) -> Outcome {
         let deadline = SystemTime::now() + budget;
         let deadline_ms = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        if self.registered.load(std::sync::atomic::Ordering::SeqCst) {
+            let invocation = (request_id.to_owned(), deadline_ms, Value::Null);
+            self.extension_events.send(invocation).unwrap();
+        }
         self.events
             .send((request_id.to_owned(), deadline_ms, event))
             .await
@@ -109,6 +141,35 @@ async fn next(State(shared): State<Shared>) -> Response {
         "Root=1-00000000-000000000000000000000000".parse().unwrap(),
     );
     (headers, event.to_string()).into_response()
+}
+
+async fn register(State(shared): State<Shared>) -> Response {
+    shared
+        .registered
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let body =
+        json!({ "functionName": "test", "functionVersion": "$LATEST", "handler": "bootstrap" });
+    (
+        [("lambda-extension-identifier", "extension-1")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn extension_next(State(shared): State<Shared>) -> Response {
+    let _ = shared.extension_nexts.send(tokio::time::Instant::now());
+    let Some((request_id, deadline_ms, _)) = shared.extension_events.lock().await.recv().await
+    else {
+        return StatusCode::GONE.into_response();
+    };
+    let event = json!({
+        "eventType": "INVOKE",
+        "deadlineMs": deadline_ms,
+        "requestId": request_id,
+        "invokedFunctionArn": "arn:aws:lambda:us-east-1:123456789012:function:test",
+        "tracing": { "type": "X-Amzn-Trace-Id", "value": "Root=1-00000000-000000000000000000000000" }
+    });
+    event.to_string().into_response()
 }
 
 async fn response(State(shared): State<Shared>, Path(id): Path<String>, body: Bytes) -> StatusCode {
@@ -166,6 +227,36 @@ pub fn http_api_event(method: &str, path: &str, time_epoch_ms: u64) -> Value {
             "time": "22/Nov/2026:00:00:00 +0000",
             "timeEpoch": time_epoch_ms
         },
+        "isBase64Encoded": false
+    })
+}
+
+/// An API Gateway REST API (payload 1.0) event for `GET path`, arrived at `request_time_epoch_ms`.
+pub fn rest_api_event(path: &str, request_time_epoch_ms: u64) -> Value {
+    json!({
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": "GET",
+        "headers": { "Host": "api.example.com" },
+        "multiValueHeaders": { "Host": ["api.example.com"] },
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": { "proxy": path.trim_start_matches('/') },
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012",
+            "resourceId": "abc123",
+            "stage": "prod",
+            "requestId": "gateway-request",
+            "identity": { "sourceIp": "192.0.2.1", "userAgent": "test" },
+            "resourcePath": "/{proxy+}",
+            "httpMethod": "GET",
+            "apiId": "api",
+            "path": format!("/prod{path}"),
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": request_time_epoch_ms
+        },
+        "body": null,
         "isBase64Encoded": false
     })
 }
