@@ -71,14 +71,19 @@ fn millis_from_env(name: &str) -> Result<Option<Duration>, String> {
     }
 }
 
-/// The demo routes with every layer, for hosts that need `Error = Infallible`
-/// (`axum::serve`).
-pub(crate) fn serve_app(settings: &Settings, offload: &OffloadLayer) -> Router {
+/// The demo routes behind the deadline and offload layers, without escalation: each host
+/// chooses how escalations leave it.
+pub(crate) fn layered(settings: &Settings, offload: &OffloadLayer) -> Router {
     routes()
         .layer(offload.clone())
         .merge(offload.status_router())
         .layer(settings.deadline_layer())
-        .layer(EscalateLayer::new().infallible())
+}
+
+/// The demo routes with every layer, for hosts that need `Error = Infallible`
+/// (`axum::serve`).
+pub(crate) fn serve_app(settings: &Settings, offload: &OffloadLayer) -> Router {
+    layered(settings, offload).layer(EscalateLayer::new().infallible())
 }
 
 /// The routes, without any layer.
