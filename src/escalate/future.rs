@@ -29,7 +29,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Running { #[pin] future: F },
-        Failed { failure: Option<Failure> },
+        Failed { failure: Option<Box<Failure>> },
     }
 }
 
@@ -46,7 +46,7 @@ impl<F, O, P> ResponseFuture<F, O, P> {
     pub(crate) fn failed(failure: Failure, policy: Policy, output: O, predicate: P) -> Self {
         Self {
             state: State::Failed {
-                failure: Some(failure),
+                failure: Some(Box::new(failure)),
             },
             policy,
             output,
@@ -69,7 +69,7 @@ where
         let polled = match this.state.project() {
             StateProj::Failed { failure } => {
                 let failure = failure.take().expect("polled after completion");
-                return Poll::Ready(this.output.fail(failure));
+                return Poll::Ready(this.output.fail(*failure));
             }
             StateProj::Running { future } if this.policy.panics => {
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {

@@ -3,8 +3,8 @@ use http::Response;
 use super::{error_type, Escalation, StatusCodes};
 use crate::deadline::DeadlineExceeded;
 
-/// Which outcomes escalate; copied into every service, so it stays small and `Copy`.
-#[derive(Clone, Copy, Debug)]
+/// Which outcomes escalate; copied into every response future, so it stays small.
+#[derive(Clone, Debug)]
 pub(crate) struct Policy {
     pub(crate) marker: bool,
     pub(crate) panics: bool,
@@ -42,7 +42,7 @@ impl Policy {
             ));
         }
         let status = response.status();
-        if self.status.contains(status) {
+        if !self.status.is_empty() && self.status.contains(status) {
             return Some(Escalation::new(
                 format!("{}{}", error_type::HTTP_STATUS_PREFIX, status.as_u16()),
                 format!("the response status was {status}"),

@@ -61,7 +61,7 @@ impl<S: Clone, O: Clone, P: Clone> Clone for Escalate<S, O, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            policy: self.policy,
+            policy: self.policy.clone(),
             output: self.output.clone(),
             predicate: self.predicate.clone(),
             ready_error: None,
@@ -101,8 +101,11 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let (policy, output, predicate) =
-            (self.policy, self.output.clone(), self.predicate.clone());
+        let (policy, output, predicate) = (
+            self.policy.clone(),
+            self.output.clone(),
+            self.predicate.clone(),
+        );
         if let Some(error) = self.ready_error.take() {
             return ResponseFuture::failed(service_error(error), policy, output, predicate);
         }

@@ -1,0 +1,185 @@
+//! Per-request cost of each layer through `oneshot` on a current-thread runtime over a
+//! trivial service, against tower-http's `TimeoutLayer` and tower's `Timeout`, and the
+//! allocations per request of each (a counting global allocator), printed as a table first.
+//!
+//! `cargo bench --bench overhead`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{criterion_group, Criterion};
+use http::{Request, Response};
+use http_body_util::Full;
+use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
+
+/// Counts every allocation of the process.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+#[allow(unsafe_code)] // a global allocator is an unsafe trait; this one only counts
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+type Req = Request<Full<Bytes>>;
+
+fn request() -> Req {
+    // POST: the method OffloadLayer may offload, so its fast path is what is measured.
+    let mut request = Request::new(Full::new(Bytes::from_static(b"ping")));
+    *request.method_mut() = http::Method::POST;
+    request
+}
+
+fn trivial(
+) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    service_fn(|_: Req| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"pong"))))
+    })
+}
+
+const BUDGET: Duration = Duration::from_secs(29);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `$body` with `$svc` bound to each variant, in a fixed order.
+macro_rules! each_variant {
+    ($svc:ident, $name:ident => $body:expr) => {{
+        let offload = OffloadLayer::new(MemoryStore::new());
+        {
+            let ($name, $svc) = ("bare", trivial());
+            $body
+        }
+        {
+            // The least a layer can cost: tower's identity `MapResponse`.
+            let identity =
+                tower::util::MapResponseLayer::new(|response: Response<Full<Bytes>>| response);
+            let ($name, $svc) = ("no-op layer (tower MapResponse)", identity.layer(trivial()));
+            $body
+        }
+        {
+            let ($name, $svc) = (
+                "tower-http TimeoutLayer",
+                tower_http::timeout::TimeoutLayer::new(BUDGET).layer(trivial()),
+            );
+            $body
+        }
+        {
+            let ($name, $svc) = (
+                "tower Timeout",
+                tower::timeout::TimeoutLayer::new(BUDGET).layer(trivial()),
+            );
+            $body
+        }
+        {
+            let ($name, $svc) = ("EscalateLayer", EscalateLayer::new().layer(trivial()));
+            $body
+        }
+        {
+            let ($name, $svc) = ("DeadlineLayer", DeadlineLayer::new(BUDGET).layer(trivial()));
+            $body
+        }
+        {
+            let ($name, $svc) = ("OffloadLayer (fast path)", offload.layer(trivial()));
+            $body
+        }
+        {
+            let stack = EscalateLayer::new()
+                .layer(DeadlineLayer::new(BUDGET).layer(offload.layer(trivial())));
+            let ($name, $svc) = ("all three", stack);
+            $body
+        }
+    }};
+}
+
+/// Allocations per request of `service`, over many requests after a warm-up.
+fn allocations<S>(runtime: &tokio::runtime::Runtime, service: S) -> f64
+where
+    S: Service<Req> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    const N: usize = 10_000;
+    runtime.block_on(async {
+        for _ in 0..100 {
+            service.clone().oneshot(request()).await.unwrap();
+        }
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..N {
+            service.clone().oneshot(request()).await.unwrap();
+        }
+        (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / N as f64
+    })
+}
+
+fn allocation_table() {
+    let runtime = runtime();
+    println!("\nallocations per request (oneshot, current-thread runtime)");
+    println!("| service | allocations |\n|---|---|");
+    each_variant!(service, name => {
+        println!("| {name} | {:.2} |", allocations(&runtime, service));
+    });
+    // Where DeadlineLayer's allocations come from: `http::Extensions` allocates its map (a
+    // box and a table) on the first insert into a request that has no extension yet, and a
+    // box per value. A request that already carries an extension shows the layer's own cost.
+    let with_extension = tower::util::MapRequestLayer::new(|mut request: Req| {
+        request.extensions_mut().insert(());
+        request
+    });
+    let bare = allocations(&runtime, with_extension.layer(trivial()));
+    let deadline = allocations(
+        &runtime,
+        with_extension.layer(DeadlineLayer::new(BUDGET).layer(trivial())),
+    );
+    println!("| DeadlineLayer, request with an extension already (minus that request's own {bare:.2}) | {:.2} |", deadline - bare);
+    println!();
+}
+
+fn overhead(c: &mut Criterion) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("oneshot");
+    each_variant!(service, name => {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| service.clone().oneshot(request()));
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = overhead
+}
+
+fn main() {
+    allocation_table();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
