@@ -1,1 +1,139 @@
-fn main() {}
+//! Loopback load: an axum server, bare and with the full stack (EscalateLayer, DeadlineLayer,
+//! OffloadLayer's fast path), driven by hyper clients on 64 keep-alive connections for a
+//! fixed number of requests; requests per second of both and their ratio, in one run.
+//!
+//! Each layer alone and tower-http's `TimeoutLayer` are measured too, as references.
+//!
+//! `cargo bench --bench load` (env `LOAD_REQUESTS`, default 64000 per round; 5 rounds,
+//! every server once per round, medians).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
+
+const CONNECTIONS: usize = 64;
+const ROUNDS: usize = 5;
+
+fn routes() -> Router {
+    // POST, so that OffloadLayer races every request (its fast path) instead of passing it by.
+    Router::new().route("/hello", post(|| async { "hello" }))
+}
+
+/// The three layers applied with three `Router::layer` calls, as the demo does.
+fn full_stack_layered() -> Router {
+    let offload = OffloadLayer::new(MemoryStore::new());
+    routes()
+        .layer(offload.clone())
+        .merge(offload.status_router())
+        .layer(DeadlineLayer::api_gateway_rest())
+        .layer(EscalateLayer::new().infallible())
+}
+
+/// The three layers as one `ServiceBuilder` stack in one `Router::layer` call: axum boxes
+/// the stack's future and response body once instead of once per layer.
+fn full_stack() -> Router {
+    let offload = OffloadLayer::new(MemoryStore::new());
+    let stack = tower::ServiceBuilder::new()
+        .layer(EscalateLayer::new().infallible())
+        .layer(DeadlineLayer::api_gateway_rest())
+        .layer(offload.clone());
+    routes().layer(stack).merge(offload.status_router())
+}
+
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+fn peer_timeout() -> tower_http::timeout::TimeoutLayer {
+    tower_http::timeout::TimeoutLayer::with_status_code(
+        StatusCode::GATEWAY_TIMEOUT,
+        Duration::from_secs(29),
+    )
+}
+
+/// Requests per second for `total` requests over `CONNECTIONS` connections.
+async fn load(addr: SocketAddr, total: usize) -> f64 {
+    let per_connection = total / CONNECTIONS;
+    let start = Instant::now();
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let stream = TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(connection);
+                for _ in 0..per_connection {
+                    sender.ready().await.unwrap();
+                    let request = Request::post("/hello")
+                        .header("host", "bench")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
+                    let response = sender.send_request(request).await.unwrap();
+                    assert_eq!(response.status(), StatusCode::OK);
+                    response.into_body().collect().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    (per_connection * CONNECTIONS) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let total: usize = std::env::var("LOAD_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let servers = [
+            ("axum, bare", serve(routes()).await),
+            ("axum + Escalate, Deadline, Offload as one ServiceBuilder layer", serve(full_stack()).await),
+            ("axum + Escalate, Deadline, Offload as three Router::layer calls", serve(full_stack_layered()).await),
+            ("axum + EscalateLayer", serve(routes().layer(EscalateLayer::new().infallible())).await),
+            ("axum + DeadlineLayer", serve(routes().layer(DeadlineLayer::api_gateway_rest())).await),
+            ("axum + OffloadLayer", serve(routes().layer(OffloadLayer::new(MemoryStore::new()))).await),
+            ("axum + tower-http TimeoutLayer (peer)", serve(routes().layer(peer_timeout())).await),
+        ];
+        for (_, addr) in &servers {
+            load(*addr, total / 4).await; // warm-up
+        }
+        let mut rates = vec![Vec::new(); servers.len()];
+        for _ in 0..ROUNDS {
+            for ((_, addr), rates) in servers.iter().zip(&mut rates) {
+                rates.push(load(*addr, total).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rates: Vec<f64> = rates.into_iter().map(median).collect();
+        println!("loopback load: {total} requests per round, {CONNECTIONS} connections, median of {ROUNDS} rounds");
+        println!("| server | requests/s | ratio to bare |\n|---|---|---|");
+        for ((name, _), rate) in servers.iter().zip(&rates) {
+            println!("| {name} | {rate:.0} | {:.3} |", rate / rates[0]);
+        }
+    });
+}

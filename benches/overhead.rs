@@ -85,7 +85,11 @@ macro_rules! each_variant {
         {
             let ($name, $svc) = (
                 "tower-http TimeoutLayer",
-                tower_http::timeout::TimeoutLayer::new(BUDGET).layer(trivial()),
+                tower_http::timeout::TimeoutLayer::with_status_code(
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    BUDGET,
+                )
+                .layer(trivial()),
             );
             $body
         }

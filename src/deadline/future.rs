@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -13,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Sleep};
 
-use super::layer::Config;
+use super::layer::OnTimeout;
 use super::{Deadline, DeadlineExceeded};
 
 pin_project! {
@@ -25,7 +24,7 @@ pin_project! {
         sleep: Sleep,
         deadline: Deadline,
         arrived: Instant,
-        config: Arc<Config>,
+        on_timeout: OnTimeout,
         method: Method,
         path: Option<PathAndQuery>,
     }
@@ -45,7 +44,7 @@ impl<F> ResponseFuture<F> {
         future: TaskLocalFuture<Deadline, F>,
         deadline: Deadline,
         arrived: Instant,
-        config: Arc<Config>,
+        on_timeout: OnTimeout,
         method: Method,
         path: Option<PathAndQuery>,
     ) -> Self {
@@ -54,7 +53,7 @@ impl<F> ResponseFuture<F> {
             sleep: tokio::time::sleep_until(deadline.instant()),
             deadline,
             arrived,
-            config,
+            on_timeout,
             method,
             path,
         }
@@ -76,7 +75,7 @@ where
         if let StateProj::Running { future } = this.state.as_mut().project() {
             if let Poll::Ready(result) = future.poll(cx) {
                 let elapsed = this.arrived.elapsed();
-                if elapsed.as_secs_f64() > budget.as_secs_f64() * this.config.warn_fraction {
+                if elapsed.as_secs_f64() > budget.as_secs_f64() * this.on_timeout.warn_fraction {
                     tracing::warn!(
                         target: "tower_serverless::deadline",
                         method = %this.method,
@@ -104,9 +103,6 @@ where
             deadline: *this.deadline,
             budget,
         };
-        Poll::Ready(Ok(this
-            .config
-            .timeout_response(exceeded)
-            .map(Either::Right)))
+        Poll::Ready(Ok(this.on_timeout.response(exceeded).map(Either::Right)))
     }
 }

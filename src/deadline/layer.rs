@@ -55,8 +55,26 @@ impl Config {
         !self.sources.is_empty()
     }
 
-    pub(crate) fn timeout_response(&self, exceeded: DeadlineExceeded) -> Response<Full<Bytes>> {
-        let mut response = match &self.timeout_response {
+    pub(crate) fn on_timeout(&self) -> OnTimeout {
+        OnTimeout {
+            warn_fraction: self.warn_fraction,
+            custom: self.timeout_response.clone(),
+        }
+    }
+}
+
+/// What a response future needs of the configuration. Only a custom timeout response is
+/// shared: the default path copies two words instead of touching a reference count that
+/// every worker thread would share.
+#[derive(Clone)]
+pub(crate) struct OnTimeout {
+    pub(crate) warn_fraction: f64,
+    pub(crate) custom: Option<Arc<TimeoutFn>>,
+}
+
+impl OnTimeout {
+    pub(crate) fn response(&self, exceeded: DeadlineExceeded) -> Response<Full<Bytes>> {
+        let mut response = match &self.custom {
             Some(make) => make(&exceeded),
             None => problem(exceeded.budget),
         };

@@ -111,7 +111,7 @@ where
             deadline.scoped(future),
             deadline,
             arrived,
-            self.config.clone(),
+            self.config.on_timeout(),
             method,
             path,
         )

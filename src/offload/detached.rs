@@ -182,12 +182,25 @@ where
     }
 }
 
+/// Detached work, boxed once: a pending task holds this box, not copies of its future.
+pub(crate) type Work = Pin<Box<dyn Future<Output = TaskOutcome> + Send>>;
+
+/// `work` under the background deadline, when there is one, as [`current`] inside it.
+///
+/// [`current`]: crate::deadline::current
+pub(crate) fn bounded<W>(work: W, deadline: Option<Deadline>) -> (Work, Option<Deadline>)
+where
+    W: Future<Output = TaskOutcome> + Send + 'static,
+{
+    match deadline {
+        Some(deadline) => (Box::pin(deadline.scoped(work)), Some(deadline)),
+        None => (Box::pin(work), None),
+    }
+}
+
 /// Runs detached work to its end and stores the outcome: under the background deadline,
 /// renewing the lease, and stopping when the task is no longer pending (cancelled).
-pub(crate) async fn run<W>(config: Arc<Config>, id: TaskId, work: W, deadline: Option<Deadline>)
-where
-    W: Future<Output = TaskOutcome> + Send,
-{
+pub(crate) async fn run(config: Arc<Config>, id: TaskId, work: Work, deadline: Option<Deadline>) {
     let store = &*config.store;
     let lease = config.lease;
     let renewing = async {
@@ -202,25 +215,21 @@ where
             }
         }
     };
-    let work = async {
+    let expired = async {
         match deadline {
-            None => Some(work.await),
             Some(deadline) => {
-                let expired = match deadline.source() {
+                tokio::time::sleep_until(deadline.instant()).await;
+                match deadline.source() {
                     DeadlineSource::Function => reason::LAMBDA_DEADLINE,
                     _ => reason::BACKGROUND_DEADLINE,
-                };
-                let timed = tokio::time::timeout_at(deadline.instant(), deadline.scope(work));
-                Some(
-                    timed
-                        .await
-                        .unwrap_or_else(|_| TaskOutcome::Failed(expired.to_owned())),
-                )
+                }
             }
+            None => std::future::pending().await,
         }
     };
     let outcome = tokio::select! {
-        outcome = work => outcome,
+        outcome = work => Some(outcome),
+        reason = expired => Some(TaskOutcome::Failed(reason.to_owned())),
         () = renewing => None,
     };
     match outcome {

@@ -209,8 +209,14 @@ impl Plan {
     /// The `202 Accepted` for task `id`.
     fn accepted<B>(&self, id: TaskId) -> Response<Either<B, Full<Bytes>>> {
         let status_url = self.config.status_url(id);
-        let body = serde_json::json!({ "id": id.to_string(), "status": "pending", "status_url": status_url });
-        let mut response = json(StatusCode::ACCEPTED, &body);
+        // Neither the id (hex) nor the prefix (checked at configuration) needs JSON escaping.
+        let body = format!(r#"{{"id":"{id}","status":"pending","status_url":"{status_url}"}}"#);
+        let mut response = Response::new(Full::from(body));
+        *response.status_mut() = StatusCode::ACCEPTED;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         let headers = response.headers_mut();
         if let Ok(location) = HeaderValue::try_from(status_url) {
             headers.insert(header::LOCATION, location);
@@ -227,8 +233,8 @@ impl Plan {
         B::Error: Into<BoxError>,
         E: Into<BoxError> + Send + 'static,
     {
-        let deadline = self.background_deadline();
         let work = detached::outcome(id, future, self.config.max_result_bytes);
+        let (work, deadline) = detached::bounded(work, self.background_deadline());
         let run = detached::run(self.config.clone(), id, work, deadline);
         self.config.detached.spawn(id, run);
     }

@@ -154,7 +154,7 @@ async fn result(
         return Ok(not_found(Some(id)));
     };
     Ok(match record.result {
-        Some(stored) if record.state == TaskState::Succeeded => stored.into_response(),
+        Some(stored) if record.state == TaskState::Succeeded => (*stored).into_response(),
         _ => {
             let mut body = record_json(&record);
             body["error"] = Value::from(match record.state {

@@ -60,8 +60,8 @@ async fn lifecycle(store: &dyn TaskStore) {
     let done = store.get(new.id).await.unwrap().unwrap();
     assert_eq!(done.state, TaskState::Succeeded);
     assert_eq!(
-        done.result,
-        Some(response()),
+        done.result.as_deref(),
+        Some(&response()),
         "status, headers and body round-trip"
     );
     assert!(done.finished_at.unwrap() >= done.created_at);

@@ -232,7 +232,7 @@ impl TaskStore for MemoryStore {
                     state.bytes += size;
                     let entry = state.tasks.get_mut(&id).expect("live above");
                     entry.size = size;
-                    entry.record.result = Some(response);
+                    entry.record.result = Some(Box::new(response));
                     state.terminate(id, TaskState::Succeeded, None, now);
                 }
             }

@@ -98,8 +98,9 @@ pub struct TaskRecord {
     pub error: Option<String>,
     /// Who created the task, when the layer binds tasks to owners.
     pub owner: Option<String>,
-    /// The response of a succeeded task.
-    pub result: Option<StoredResponse>,
+    /// The response of a succeeded task (boxed: most records are pending or failed, and
+    /// stay small).
+    pub result: Option<Box<StoredResponse>>,
 }
 
 /// A task to create in the pending state.

@@ -283,11 +283,11 @@ fn record(id: TaskId, mut fields: HashMap<String, Vec<u8>>) -> Result<TaskRecord
         let headers =
             decode_headers(&fields.remove("headers").unwrap_or_default()).ok_or_else(corrupt)?;
         let body = Bytes::from(fields.remove("body").unwrap_or_default());
-        Some(StoredResponse {
+        Some(Box::new(StoredResponse {
             status,
             headers,
             body,
-        })
+        }))
     } else {
         None
     };
