@@ -589,6 +589,44 @@ async fn memory_store_bounds_and_ttl() {
     );
     assert_eq!(store.cancel(a.id).await.unwrap(), CancelResult::NotFound);
 
+    // A result larger than the store's bytes fails the task instead of evicting everything.
+    let small = MemoryStore::new().max_bytes(100);
+    let fits = task(Duration::from_secs(10));
+    let too_big = task(Duration::from_secs(10));
+    small.create(fits.clone()).await.unwrap();
+    small.create(too_big.clone()).await.unwrap();
+    let body = |n| tower_serverless::offload::store::StoredResponse {
+        status: StatusCode::OK,
+        headers: http::HeaderMap::new(),
+        body: Bytes::from(vec![b'x'; n]),
+    };
+    small
+        .finish(fits.id, TaskOutcome::Succeeded(body(60)))
+        .await
+        .unwrap();
+    small
+        .finish(too_big.id, TaskOutcome::Succeeded(body(101)))
+        .await
+        .unwrap();
+    let record = small.get(too_big.id).await.unwrap().unwrap();
+    assert_eq!(
+        record.error.as_deref(),
+        Some("the result did not fit in the task store")
+    );
+    assert!(small.get(fits.id).await.unwrap().unwrap().result.is_some());
+    // Room is made by evicting the oldest finished result.
+    let next = task(Duration::from_secs(10));
+    small.create(next.clone()).await.unwrap();
+    small
+        .finish(next.id, TaskOutcome::Succeeded(body(60)))
+        .await
+        .unwrap();
+    assert!(
+        small.get(fits.id).await.unwrap().is_none(),
+        "evicted for room"
+    );
+    assert!(small.get(next.id).await.unwrap().unwrap().result.is_some());
+
     // A finished task is evicted, oldest first, to make room; pending ones never are.
     store
         .finish(b.id, TaskOutcome::Failed("done".into()))

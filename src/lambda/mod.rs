@@ -2,7 +2,7 @@
 //! detached work that survives the freeze after the response.
 //!
 //! Lambda freezes the execution environment once the response is sent and every extension
-//! has asked for its next event; a task detached by [`OffloadLayer`] after its `202` would
+//! has asked for its next event; a task detached by [`OffloadLayer`](crate::OffloadLayer) after its `202` would
 //! stop mid-way. [`run`] is `lambda_http::run` plus an internal Lambda extension,
 //! registered during init for `INVOKE` events: for each invocation it asks for the next
 //! event only once the handler has finished (success, escalation or panic) and every
@@ -11,12 +11,12 @@
 //!
 //! [`LambdaLayer`], which [`run`] applies outermost, sets on every request:
 //!
-//! - the [`Deadline`]: the earliest of the API gateway's arrival time
+//! - the [`Deadline`](crate::deadline::Deadline): the earliest of the API gateway's arrival time
 //!   (`requestContext.requestTimeEpoch` for REST APIs, `timeEpoch` for HTTP APIs) plus its
 //!   cap (29 s, 30 s) minus the margin, which counts cold start and queueing, and the
 //!   function's own deadline minus the margin. A [`DeadlineLayer`](crate::DeadlineLayer)
 //!   inside keeps the earlier of this and its own budget;
-//! - the [`BackgroundDeadline`] of detached work: the function's deadline minus the margin.
+//! - the [`BackgroundDeadline`](crate::offload::BackgroundDeadline) of detached work: the function's deadline minus the margin.
 //!   Work still running then is stored as failed (`lambda deadline`) and the extension
 //!   releases the invocation before Lambda cuts it.
 //!
@@ -45,6 +45,3 @@ mod runner;
 
 pub use self::layer::{LambdaLayer, LambdaService};
 pub use self::runner::{run, Runner};
-
-#[allow(unused_imports)] // named by the docs above
-use crate::{deadline::Deadline, offload::BackgroundDeadline, offload::OffloadLayer};

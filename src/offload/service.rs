@@ -115,11 +115,9 @@ where
         let applied = if immediate {
             Some(HeaderValue::from_static("respond-async"))
         } else {
-            wait.map(|wait| HeaderValue::from(wait.as_secs()))
-                .map(|secs| {
-                    HeaderValue::try_from(format!("wait={}", secs.to_str().unwrap_or("0")))
-                        .expect("digits")
-                })
+            wait.map(|wait| {
+                HeaderValue::try_from(format!("wait={}", wait.as_secs())).expect("ASCII digits")
+            })
         };
         // The 202 must leave before the deadline set above this layer.
         let deadline =

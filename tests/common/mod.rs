@@ -2,7 +2,6 @@
 //! Lambda Runtime API that the real `lambda_runtime` client talks to.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part of it
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -93,8 +92,6 @@ where
 pub fn quiet_panics() {
     std::panic::set_hook(Box::new(|_| {}));
 }
-
-pub type Never = Infallible;
 
 /// Serves a tower service with a real hyper server on a free loopback port.
 pub async fn serve_hyper<S, B>(service: S) -> SocketAddr

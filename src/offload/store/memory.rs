@@ -224,7 +224,11 @@ impl TaskStore for MemoryStore {
         match outcome {
             TaskOutcome::Succeeded(response) => {
                 let size = response.size();
-                while state.bytes + size > self.max_bytes && state.evict_oldest() {}
+                // A result that cannot fit even in an empty store evicts nothing.
+                while size <= self.max_bytes
+                    && state.bytes + size > self.max_bytes
+                    && state.evict_oldest()
+                {}
                 if state.bytes + size > self.max_bytes {
                     let error = "the result did not fit in the task store".to_owned();
                     state.terminate(id, TaskState::Failed, Some(error), now);
