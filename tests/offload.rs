@@ -19,7 +19,6 @@ use bytes::Bytes;
 use common::{Collected, HttpClient};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use tokio::sync::oneshot;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_serverless::offload::store::{
     BoxFuture, CancelResult, Created, NewTask, StoreError, TaskOutcome, TaskRecord,
@@ -280,19 +279,8 @@ async fn inner_errors_are_stored_as_failed_through_hyper() {
 
 #[tokio::test]
 async fn cancel_aborts_the_work() {
-    let (guard, dropped) = oneshot::channel::<()>();
-    let guard = Arc::new(Mutex::new(Some(guard)));
+    let (dropped, routes) = common::forever("/forever");
     let offload = layer();
-    let routes = Router::new().route(
-        "/forever",
-        post(move || {
-            let guard = guard.lock().unwrap().take();
-            async move {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                drop(guard);
-            }
-        }),
-    );
     let client = Client::new(serve(&offload, routes).await);
     let status_url = assert_accepted(&client.post("/forever").await);
     assert_eq!(offload.detached().len(), 1);
@@ -641,20 +629,23 @@ async fn memory_store_bounds_and_ttl() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_slow_requests_all_finish() {
+    // The work waits for the gate, which opens once every 202 is back: all 1000 tasks are
+    // pending at once, however slow the machine.
+    let (gate, gated) = common::gated("/gated");
     let offload = OffloadLayer::new(MemoryStore::new()).after(Duration::from_millis(50));
-    let client = Arc::new(Client::new(serve(&offload, routes()).await));
+    let client = Arc::new(Client::new(serve(&offload, gated).await));
     let requests: Vec<_> = (0..1000)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { assert_accepted(&client.post("/work/3000").await) })
+            tokio::spawn(async move { assert_accepted(&client.post("/gated").await) })
         })
         .collect();
     let mut urls = Vec::new();
     for request in requests {
         urls.push(request.await.unwrap());
     }
-    // Every 202 came back while the work (3 s each) was still running: all were pending at once.
-    assert_eq!(offload.detached().len(), 1000);
+    assert_eq!(offload.detached().len(), 1000, "all pending at once");
+    gate.send(true).unwrap();
     offload.detached().wait_idle().await;
     let distinct: std::collections::HashSet<_> = urls.iter().collect();
     assert_eq!(distinct.len(), 1000);

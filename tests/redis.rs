@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Path;
@@ -15,7 +14,6 @@ use common::redis_server::RedisServer;
 use common::{Collected, HttpClient};
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use tokio::sync::oneshot;
 use tower_serverless::offload::{OffloadLayer, RedisStore};
 
 async fn work(Path(ms): Path<u64>) -> (StatusCode, String) {
@@ -102,18 +100,7 @@ async fn a_task_created_on_one_process_is_polled_and_replayed_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_on_another_process_stops_the_work_at_its_next_renewal() {
     let redis = RedisServer::start().await;
-    let (guard, dropped) = oneshot::channel::<()>();
-    let guard = Arc::new(Mutex::new(Some(guard)));
-    let forever = Router::new().route(
-        "/forever",
-        post(move || {
-            let guard = guard.lock().unwrap().take();
-            async move {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                drop(guard);
-            }
-        }),
-    );
+    let (dropped, forever) = common::forever("/forever");
     let (a_offload, a) = process(&redis, forever).await;
     let (_, b) = process(&redis, routes()).await;
     let client = HttpClient::new();
@@ -212,14 +199,15 @@ fn capture_log() -> tokio::sync::mpsc::UnboundedReceiver<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_offloads_all_reach_a_terminal_state() {
     let redis = RedisServer::start().await;
-    let (offload, addr) = process(&redis, routes()).await;
+    // The work waits for the gate, which opens once every 202 is back: all 1000 tasks are
+    // pending at once, however slow the machine.
+    let (gate, gated) = common::gated("/gated");
+    let (offload, addr) = process_with_lease(&redis, gated, Duration::from_secs(30)).await;
     let client = HttpClient::new();
     let requests: Vec<_> = (0..1000)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(
-                async move { accepted(&send(&client, "POST", addr, "/work/3000", &[]).await) },
-            )
+            tokio::spawn(async move { accepted(&send(&client, "POST", addr, "/gated", &[]).await) })
         })
         .collect();
     let mut urls = Vec::new();
@@ -227,14 +215,17 @@ async fn a_thousand_concurrent_offloads_all_reach_a_terminal_state() {
         urls.push(request.await.unwrap());
     }
     assert_eq!(offload.detached().len(), 1000, "all pending at once");
+    gate.send(true).unwrap();
     offload.detached().wait_idle().await;
     let distinct: std::collections::HashSet<_> = urls.iter().collect();
     assert_eq!(distinct.len(), 1000);
     for url in &urls {
+        let status = send(&client, "GET", addr, url, &[]).await;
         assert_eq!(
-            send(&client, "GET", addr, url, &[]).await.status,
+            status.status,
             StatusCode::SEE_OTHER,
-            "{url}"
+            "{url}: {}",
+            status.text()
         );
     }
 }

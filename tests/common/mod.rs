@@ -120,3 +120,32 @@ where
     });
     addr
 }
+
+/// A `POST path` route whose work waits until the sender says `true`: the test decides when
+/// detached work ends, without timing.
+pub fn gated(path: &str) -> (tokio::sync::watch::Sender<bool>, Router) {
+    let (gate, opened) = tokio::sync::watch::channel(false);
+    let route = axum::routing::post(move || {
+        let mut opened = opened.clone();
+        async move {
+            let _ = opened.wait_for(|open| *open).await;
+            (http::StatusCode::CREATED, "released")
+        }
+    });
+    (gate, Router::new().route(path, route))
+}
+
+/// A `POST path` route whose work never ends; the receiver completes (with an error) when
+/// the work's future is dropped.
+pub fn forever(path: &str) -> (tokio::sync::oneshot::Receiver<()>, Router) {
+    let (guard, dropped) = tokio::sync::oneshot::channel::<()>();
+    let guard = std::sync::Arc::new(std::sync::Mutex::new(Some(guard)));
+    let route = axum::routing::post(move || {
+        let guard = guard.lock().unwrap().take();
+        async move {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            drop(guard);
+        }
+    });
+    (dropped, Router::new().route(path, route))
+}
