@@ -150,4 +150,18 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
     let remaining: u64 = remaining["body"].as_str().unwrap().parse().unwrap();
     assert!((7_000..=8_000).contains(&remaining), "{remaining} ms");
     api.extension_next().await;
+
+    // An event that is no HTTP request never reaches the service: the runtime posts an
+    // error, and the invocation is released all the same, not held to its deadline.
+    let answered = Instant::now();
+    let outcome = api
+        .invoke("7", BUDGET, serde_json::json!({ "not": "an http event" }))
+        .await;
+    assert!(matches!(outcome, Outcome::Error { .. }), "{outcome:?}");
+    let released = api.extension_next().await;
+    assert!(
+        released - answered < Duration::from_secs(5),
+        "held {:?}",
+        released - answered
+    );
 }

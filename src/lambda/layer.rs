@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::Request;
+use lambda_http::lambda_runtime::LambdaInvocation;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use pin_project_lite::pin_project;
@@ -23,7 +24,6 @@ use crate::offload::BackgroundDeadline;
 #[must_use]
 pub struct LambdaLayer {
     margin: Duration,
-    invocations: Option<Invocations>,
 }
 
 impl LambdaLayer {
@@ -32,18 +32,12 @@ impl LambdaLayer {
     pub fn new() -> Self {
         Self {
             margin: DEFAULT_MARGIN,
-            invocations: None,
         }
     }
 
     /// The margin kept below the gateway's cap and the function's deadline.
     pub fn margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
-        self
-    }
-
-    pub(crate) fn tracking(mut self, invocations: Invocations) -> Self {
-        self.invocations = Some(invocations);
         self
     }
 }
@@ -136,7 +130,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -152,30 +146,62 @@ where
                 .extensions_mut()
                 .insert(BackgroundDeadline(deadline));
         }
-        let finished = self.layer.invocations.as_ref().and_then(|invocations| {
-            let request_id = &request.lambda_context_ref()?.request_id;
-            Some(Finished {
-                invocations: invocations.clone(),
-                request_id: request_id.clone(),
-            })
-        });
-        ResponseFuture {
-            inner: self.inner.call(request),
-            finished,
+        self.inner.call(request)
+    }
+}
+
+/// Wraps the runtime's raw invocation service, which sees every invocation (also one whose
+/// event does not parse as an HTTP request) and ends once the response or error is posted.
+#[derive(Clone, Debug)]
+pub(crate) struct TrackLayer(pub(crate) Invocations);
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            invocations: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Track<S> {
+    inner: S,
+    invocations: Invocations,
+}
+
+impl<S: Service<LambdaInvocation>> Service<LambdaInvocation> for Track<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        let finished = Finished {
+            invocations: self.invocations.clone(),
+            request_id: invocation.context.request_id.clone(),
+        };
+        Tracked {
+            inner: self.inner.call(invocation),
+            finished: Some(finished),
         }
     }
 }
 
 pin_project! {
-    /// Response future of [`LambdaService`].
-    pub struct ResponseFuture<F> {
+    pub(crate) struct Tracked<F> {
         #[pin]
         inner: F,
         finished: Option<Finished>,
     }
 }
 
-impl<F: Future> Future for ResponseFuture<F> {
+impl<F: Future> Future for Tracked<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -5,8 +5,8 @@
 //! has asked for its next event; a task detached by [`OffloadLayer`](crate::OffloadLayer) after its `202` would
 //! stop mid-way. [`run`] is `lambda_http::run` plus an internal Lambda extension,
 //! registered during init for `INVOKE` events: for each invocation it asks for the next
-//! event only once the handler has finished (success, escalation or panic) and every
-//! detached task is done, so the work completes while the client already has its `202`.
+//! event only once the invocation's response or error is posted (success, escalation,
+//! panic, or an event that is no HTTP request) and every detached task is done, so the work completes while the client already has its `202`.
 //! No re-invocation is needed. The time after the response is billed.
 //!
 //! [`LambdaLayer`], which [`run`] applies outermost, sets on every request:

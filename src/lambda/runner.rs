@@ -2,11 +2,11 @@ use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use lambda_extension::{service_fn, Extension, NextEvent};
-use lambda_http::lambda_runtime::Diagnostic;
+use lambda_http::lambda_runtime::{self, Diagnostic};
 use lambda_http::{IntoResponse, Request, Service};
 use tower::Layer;
 
-use super::layer::{Invocations, LambdaLayer};
+use super::layer::{Invocations, LambdaLayer, TrackLayer};
 use crate::deadline::DEFAULT_MARGIN;
 use crate::offload::{DetachedTasks, OffloadLayer};
 
@@ -102,16 +102,19 @@ impl Runner {
             .with_extension_name("tower-serverless")
             .register()
             .await?;
-        let service = LambdaLayer::new()
-            .margin(self.margin)
-            .tracking(invocations)
-            .layer(service);
-        tokio::try_join!(lambda_http::run(service), extension.run())?;
+        let service = LambdaLayer::new().margin(self.margin).layer(service);
+        // `lambda_http::run`, with the tracking outermost: an invocation is finished once
+        // its response or error is posted, whatever the handler did.
+        let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service))
+            .layer(lambda_runtime::layers::TracingLayer::new())
+            .layer(TrackLayer(invocations));
+        tokio::try_join!(runtime.run(), extension.run())?;
         Ok(())
     }
 }
 
-/// Holds the invocation until its handler finished and no detached task runs, and never
+/// Holds the invocation until its response or error is posted and no detached task runs,
+/// and never
 /// past the function's deadline.
 async fn hold(
     invocations: &Invocations,
