@@ -8,6 +8,48 @@
 //! | [`DeadlineLayer`] | a time budget from every source that applies; `504` problem+json before the gateway cuts in |
 //! | [`OffloadLayer`] | `202 Accepted` + task id for slow requests; the work finishes in the background; the client polls |
 //!
+//! Each module's docs say why and when, with an example: [`escalate`], [`deadline`],
+//! [`offload`] and, with the `lambda` feature, `lambda`. The figures are in BENCHMARKS.md.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{body::Body, routing::post, Router};
+//! use http::{Request, StatusCode};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let offload = OffloadLayer::new(MemoryStore::new()).after(Duration::from_millis(20));
+//! let app: Router = Router::new()
+//!     .route("/report", post(|| async {
+//!         tokio::time::sleep(Duration::from_millis(200)).await;
+//!         "the report"
+//!     }))
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             .layer(EscalateLayer::new().infallible())
+//!             .layer(DeadlineLayer::api_gateway_rest())
+//!             .layer(offload.clone()),
+//!     )
+//!     .merge(offload.status_router());
+//!
+//! let response = app.clone().oneshot(Request::post("/report").body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(response.status(), StatusCode::ACCEPTED);
+//! let status_url = response.headers()["location"].to_str().unwrap().to_owned();
+//!
+//! offload.detached().wait_idle().await;
+//! let status = app.oneshot(Request::get(status_url).body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(status.status(), StatusCode::SEE_OTHER);
+//! # }
+//! ```
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
