@@ -59,6 +59,27 @@
 //! | `redis` | no | [`RedisStore`](offload::RedisStore), a task store shared by processes and Lambda instances |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// `get_ref`, `get_mut` and `into_inner` for a middleware whose inner service is `inner`.
+macro_rules! inner_service_accessors {
+    () => {
+        /// Gets a reference to the inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// Gets a mutable reference to the inner service.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Consumes `self`, returning the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+pub(crate) use inner_service_accessors;
+
 pub mod deadline;
 pub mod escalate;
 #[cfg(feature = "lambda")]

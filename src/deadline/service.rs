@@ -28,20 +28,7 @@ impl<S> DeadlineService<S> {
         DeadlineLayer::new(budget)
     }
 
-    /// Gets a reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Gets a mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_service_accessors!();
 
     /// The deadline of `request`: the earliest of every source that applies, and never later
     /// than a deadline an outer layer already set.

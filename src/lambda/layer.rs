@@ -87,6 +87,8 @@ fn before(at: Instant, margin: Duration) -> Instant {
 }
 
 impl<S> LambdaService<S> {
+    crate::inner_service_accessors!();
+
     fn deadlines<B>(&self, request: &Request<B>) -> (Option<Deadline>, Option<Deadline>) {
         let margin = self.layer.margin;
         let function = request
