@@ -80,6 +80,13 @@ macro_rules! inner_service_accessors {
 }
 pub(crate) use inner_service_accessors;
 
+/// A layer setting that cannot hold, returned by the builder method that takes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting: {0}")]
+pub struct ConfigError(pub(crate) &'static str);
+
+mod response;
+
 pub mod deadline;
 pub mod escalate;
 #[cfg(feature = "lambda")]
@@ -87,6 +94,7 @@ pub mod lambda;
 pub mod offload;
 
 pub use deadline::{Deadline, DeadlineLayer};
+
 pub use escalate::{EscalateError, EscalateLayer, Escalation};
 pub use offload::{MemoryStore, OffloadLayer};
 

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
 use tower::Layer;
 
 use super::{Deadline, DeadlineExceeded, DeadlineService, TrustedHeader};
+use crate::ConfigError;
 
 /// API Gateway REST APIs cut a request after 29 s (their default integration timeout).
 pub const API_GATEWAY_REST_CAP: Duration = Duration::from_secs(29);
@@ -17,14 +18,8 @@ pub const API_GATEWAY_HTTP_CAP: Duration = Duration::from_secs(30);
 /// The margin kept below a cap unless another is set: time to send the answer.
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(1);
 
-/// A source of deadlines from the request: see [`DeadlineLayer::source`].
-pub type SourceFn = dyn Fn(&Parts) -> Option<Deadline> + Send + Sync;
+type SourceFn = dyn Fn(&Parts) -> Option<Deadline> + Send + Sync;
 type TimeoutFn = dyn Fn(&DeadlineExceeded) -> Response<Full<Bytes>> + Send + Sync;
-
-/// A setting of [`DeadlineLayer`] that cannot hold.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid deadline setting: {0}")]
-pub struct ConfigError(&'static str);
 
 /// Answers before the gateway does: a `504` problem+json once the request's deadline passes.
 ///
@@ -76,32 +71,17 @@ impl OnTimeout {
     pub(crate) fn response(&self, exceeded: DeadlineExceeded) -> Response<Full<Bytes>> {
         let mut response = match &self.custom {
             Some(make) => make(&exceeded),
-            None => problem(exceeded.budget),
+            None => crate::response::problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "the request did not complete within its time budget of {} ms",
+                    exceeded.budget.as_millis()
+                ),
+            ),
         };
         response.extensions_mut().insert(exceeded);
         response
     }
-}
-
-/// RFC 9457 problem details for a request out of time.
-fn problem(budget: Duration) -> Response<Full<Bytes>> {
-    let status = StatusCode::GATEWAY_TIMEOUT;
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": "Gateway Timeout",
-        "status": status.as_u16(),
-        "detail": format!(
-            "the request did not complete within its time budget of {} ms",
-            budget.as_millis()
-        ),
-    });
-    let mut response = Response::new(Full::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
 }
 
 impl DeadlineLayer {

@@ -65,9 +65,7 @@ mod service;
 mod value;
 
 pub use self::header::TrustedHeader;
-pub use self::layer::{
-    ConfigError, DeadlineLayer, SourceFn, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP,
-    DEFAULT_MARGIN,
-};
+pub use self::layer::{DeadlineLayer, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};
 pub use self::service::DeadlineService;
 pub use self::value::{current, Deadline, DeadlineExceeded, DeadlineSource};
+pub use crate::ConfigError;

@@ -1,7 +1,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 use tower::BoxError;
 
@@ -132,13 +132,8 @@ pub(crate) mod sealed {
                 "errorType": escalation.error_type(),
                 "errorMessage": message,
             });
-            let mut response = Response::new(Either::Right(Full::from(body.to_string())));
-            *response.status_mut() = self.status;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Ok(response)
+            let response = crate::response::json(self.status, body.to_string());
+            Ok(response.map(Either::Right))
         }
     }
 }

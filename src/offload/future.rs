@@ -132,33 +132,8 @@ fn applied_to<B>(mut response: Response<B>, applied: Option<HeaderValue>) -> Res
     response
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or_default(),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut response = json(status, &body);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
-}
-
 pub(crate) fn bad_idempotency_key() -> Response<Full<Bytes>> {
-    problem(
+    crate::response::problem(
         StatusCode::BAD_REQUEST,
         "the Idempotency-Key header must hold 1 to 255 visible ASCII characters",
     )
@@ -211,12 +186,7 @@ impl Plan {
         let status_url = self.config.status_url(id);
         // Neither the id (hex) nor the prefix (checked at configuration) needs JSON escaping.
         let body = format!(r#"{{"id":"{id}","status":"pending","status_url":"{status_url}"}}"#);
-        let mut response = Response::new(Full::from(body));
-        *response.status_mut() = StatusCode::ACCEPTED;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let mut response = crate::response::json(StatusCode::ACCEPTED, body);
         let headers = response.headers_mut();
         if let Ok(location) = HeaderValue::try_from(status_url) {
             headers.insert(header::LOCATION, location);
@@ -336,9 +306,11 @@ where
                         TaskOutcome::Failed(reason::BODY_FAILED.to_owned()),
                     )
                     .await;
-                    return Ok(
-                        problem(StatusCode::BAD_GATEWAY, reason::BODY_FAILED).map(Either::Right)
-                    );
+                    return Ok(crate::response::problem(
+                        StatusCode::BAD_GATEWAY,
+                        reason::BODY_FAILED,
+                    )
+                    .map(Either::Right));
                 }
             };
             let max = plan.config.max_result_bytes;

@@ -10,14 +10,10 @@ use super::detached::DetachedTasks;
 use super::status::TaskStatusService;
 use super::store::TaskStore;
 use super::Offload;
+use crate::ConfigError;
 
 type OwnerFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
 type FilterFn = dyn Fn(&Parts) -> bool + Send + Sync;
-
-/// A setting of [`OffloadLayer`] that cannot hold.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid offload setting: {0}")]
-pub struct ConfigError(&'static str);
 
 /// Answers `202 Accepted` with a task id for requests that run past a threshold, and lets
 /// their work finish in the background.

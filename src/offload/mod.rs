@@ -74,9 +74,10 @@ pub mod store;
 
 pub use self::detached::DetachedTasks;
 pub use self::id::{InvalidTaskId, TaskId};
-pub use self::layer::{ConfigError, OffloadLayer};
+pub use self::layer::OffloadLayer;
 pub use self::service::Offload;
 pub use self::status::TaskStatusService;
 #[cfg(feature = "redis")]
 pub use self::store::RedisStore;
 pub use self::store::{MemoryStore, TaskState, TaskStore};
+pub use crate::ConfigError;

@@ -205,13 +205,7 @@ fn record_json(record: &TaskRecord) -> Value {
 }
 
 fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    crate::response::json(status, body.to_string())
 }
 
 fn not_found(id: Option<TaskId>) -> Response<Full<Bytes>> {

@@ -41,6 +41,13 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    const ALL: [Self; 4] = [
+        Self::Pending,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     /// The state as it appears in status JSON: `pending`, `succeeded`, `failed`, `cancelled`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -49,6 +56,11 @@ impl TaskState {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
         }
+    }
+
+    /// The state [`as_str`](Self::as_str) wrote, for stores that keep it as text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == name)
     }
 }
 

@@ -221,16 +221,6 @@ return redis.call('HGETALL', KEYS[1])
     )
 });
 
-fn state(text: &str) -> Option<TaskState> {
-    Some(match text {
-        "pending" => TaskState::Pending,
-        "succeeded" => TaskState::Succeeded,
-        "failed" => TaskState::Failed,
-        "cancelled" => TaskState::Cancelled,
-        _ => return None,
-    })
-}
-
 /// Headers as `name NUL value LF` lines: neither byte may appear in a name or a value.
 fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
     let mut out = Vec::new();
@@ -271,7 +261,7 @@ fn record(id: TaskId, mut fields: HashMap<String, Vec<u8>>) -> Result<TaskRecord
     let state = fields
         .remove("state")
         .and_then(text)
-        .and_then(|s| state(&s))
+        .and_then(|s| TaskState::from_name(&s))
         .ok_or_else(corrupt)?;
     let result = if state == TaskState::Succeeded {
         let status = fields
@@ -400,7 +390,7 @@ impl TaskStore for RedisStore {
                 // A state name says the task had already finished; `+` marks what this call did.
                 "+cancelled" => CancelResult::Cancelled,
                 "+notfound" => CancelResult::NotFound,
-                other => CancelResult::Finished(state(other).ok_or_else(|| {
+                other => CancelResult::Finished(TaskState::from_name(other).ok_or_else(|| {
                     StoreError::Unavailable(format!("task {id} has state {other:?}").into())
                 })?),
             })

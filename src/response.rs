@@ -1,0 +1,30 @@
+//! The responses the layers write themselves: JSON, and RFC 9457 problem details.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// A response with `status` and the serialized JSON `body`.
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    with_type(status, body.into(), "application/json")
+}
+
+/// `application/problem+json` (RFC 9457) with the status's own title and `detail`.
+pub(crate) fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or_default(),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    with_type(status, body.to_string().into(), "application/problem+json")
+}
+
+fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
