@@ -160,6 +160,33 @@ async fn not_offloadable_methods_wait_in_the_foreground() {
 }
 
 #[tokio::test]
+async fn methods_and_filter_choose_what_may_be_offloaded() {
+    let offload = layer()
+        .methods([http::Method::GET])
+        .filter(|parts| !parts.headers.contains_key("x-interactive"));
+    let client = Client::new(serve(&offload, routes()).await);
+    let interactive = [("x-interactive", "1")];
+
+    assert_accepted(&client.get("/work/400").await);
+    let posted = client.post("/work/300").await;
+    assert_eq!(
+        (posted.status, posted.text()),
+        (StatusCode::CREATED, "worked 300")
+    );
+    let filtered = client.send("GET", "/work/300", &interactive).await;
+    assert_eq!(
+        (filtered.status, filtered.text()),
+        (StatusCode::CREATED, "worked 300")
+    );
+    // Not offloadable: `Prefer: respond-async` does not apply either.
+    let asked = client
+        .send("POST", "/work/10", &[("prefer", "respond-async")])
+        .await;
+    assert_eq!(asked.status, StatusCode::CREATED);
+    offload.detached().wait_idle().await;
+}
+
+#[tokio::test]
 async fn prefer_respond_async_and_wait() {
     let offload = layer().max_wait(Duration::from_secs(5));
     let client = Client::new(serve(&offload, routes()).await);
@@ -633,26 +660,8 @@ async fn a_thousand_concurrent_slow_requests_all_finish() {
     // pending at once, however slow the machine.
     let (gate, gated) = common::gated("/gated");
     let offload = OffloadLayer::new(MemoryStore::new()).after(Duration::from_millis(50));
-    let client = Arc::new(Client::new(serve(&offload, gated).await));
-    let requests: Vec<_> = (0..1000)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { assert_accepted(&client.post("/gated").await) })
-        })
-        .collect();
-    let mut urls = Vec::new();
-    for request in requests {
-        urls.push(request.await.unwrap());
-    }
-    assert_eq!(offload.detached().len(), 1000, "all pending at once");
-    gate.send(true).unwrap();
-    offload.detached().wait_idle().await;
-    let distinct: std::collections::HashSet<_> = urls.iter().collect();
-    assert_eq!(distinct.len(), 1000);
-    for url in &urls {
-        let status = client.get(url).await;
-        assert_eq!(status.status, StatusCode::SEE_OTHER, "{url}");
-    }
+    let addr = serve(&offload, gated).await;
+    common::concurrent_offloads(1000, &offload, addr, gate).await;
 }
 
 #[tokio::test]

@@ -203,29 +203,5 @@ async fn a_thousand_concurrent_offloads_all_reach_a_terminal_state() {
     // pending at once, however slow the machine.
     let (gate, gated) = common::gated("/gated");
     let (offload, addr) = process_with_lease(&redis, gated, Duration::from_secs(30)).await;
-    let client = HttpClient::new();
-    let requests: Vec<_> = (0..1000)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { accepted(&send(&client, "POST", addr, "/gated", &[]).await) })
-        })
-        .collect();
-    let mut urls = Vec::new();
-    for request in requests {
-        urls.push(request.await.unwrap());
-    }
-    assert_eq!(offload.detached().len(), 1000, "all pending at once");
-    gate.send(true).unwrap();
-    offload.detached().wait_idle().await;
-    let distinct: std::collections::HashSet<_> = urls.iter().collect();
-    assert_eq!(distinct.len(), 1000);
-    for url in &urls {
-        let status = send(&client, "GET", addr, url, &[]).await;
-        assert_eq!(
-            status.status,
-            StatusCode::SEE_OTHER,
-            "{url}: {}",
-            status.text()
-        );
-    }
+    common::concurrent_offloads(1000, &offload, addr, gate).await;
 }

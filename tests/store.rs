@@ -20,3 +20,72 @@ async fn redis_store_conforms() {
         .unwrap();
     common::conformance::run(Arc::new(store)).await;
 }
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_store_writes_under_its_prefix_and_caps_results_before_writing() {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tower_serverless::offload::store::{NewTask, StoredResponse, TaskOutcome, TaskStore};
+    use tower_serverless::offload::{RedisStore, TaskId, TaskState};
+
+    let server = common::redis_server::RedisServer::start().await;
+    let store = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .key_prefix("billing:")
+        .max_result_bytes(10);
+    let new = |id| NewTask {
+        id,
+        owner: None,
+        idempotency_key: None,
+        lease: Duration::from_secs(60),
+        ttl: Duration::from_secs(60),
+    };
+    let result = |n| StoredResponse {
+        status: http::StatusCode::OK,
+        headers: http::HeaderMap::new(),
+        body: Bytes::from(vec![b'x'; n]),
+    };
+    let (small, large) = (TaskId::random().unwrap(), TaskId::random().unwrap());
+    store.create(new(small)).await.unwrap();
+    store.create(new(large)).await.unwrap();
+    store
+        .finish(small, TaskOutcome::Succeeded(result(10)))
+        .await
+        .unwrap();
+    store
+        .finish(large, TaskOutcome::Succeeded(result(11)))
+        .await
+        .unwrap();
+
+    let kept = store.get(small).await.unwrap().unwrap();
+    assert_eq!(kept.result.unwrap().body.len(), 10);
+    let refused = store.get(large).await.unwrap().unwrap();
+    assert_eq!(refused.state, TaskState::Failed);
+    assert_eq!(
+        refused.error.as_deref(),
+        Some("the result did not fit in the task store")
+    );
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(keys.contains(&format!("billing:task:{small}")), "{keys:?}");
+    assert!(
+        keys.iter().all(|key| key.starts_with("billing:")),
+        "{keys:?}"
+    );
+    let body: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg(format!("billing:task:{large}"))
+        .arg("body")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(body, None, "the oversized body was never written");
+}

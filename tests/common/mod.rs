@@ -149,3 +149,51 @@ pub fn forever(path: &str) -> (tokio::sync::oneshot::Receiver<()>, Router) {
     });
     (dropped, Router::new().route(path, route))
 }
+
+/// Sends `n` concurrent `POST /gated` (a [`gated`] route) to `addr` behind `offload`, and
+/// checks what a user would: `n` distinct tasks, all pending at once, and once the gate
+/// opens every one of them succeeded.
+pub async fn concurrent_offloads(
+    n: usize,
+    offload: &tower_serverless::OffloadLayer,
+    addr: SocketAddr,
+    gate: tokio::sync::watch::Sender<bool>,
+) {
+    let client = HttpClient::new();
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let request = Request::post(format!("http://{addr}/gated"))
+                    .body(Full::default())
+                    .unwrap();
+                let accepted = client.send(request).await;
+                assert_eq!(
+                    accepted.status,
+                    http::StatusCode::ACCEPTED,
+                    "{}",
+                    accepted.text()
+                );
+                accepted.header("location").to_owned()
+            })
+        })
+        .collect();
+    let mut urls = Vec::new();
+    for request in requests {
+        urls.push(request.await.unwrap());
+    }
+    assert_eq!(offload.detached().len(), n, "all pending at once");
+    gate.send(true).unwrap();
+    offload.detached().wait_idle().await;
+    let distinct: std::collections::HashSet<_> = urls.iter().collect();
+    assert_eq!(distinct.len(), n);
+    for url in &urls {
+        let status = client.get(&format!("http://{addr}{url}")).await;
+        assert_eq!(
+            status.status,
+            http::StatusCode::SEE_OTHER,
+            "{url}: {}",
+            status.text()
+        );
+    }
+}
