@@ -12,9 +12,9 @@ impl TaskId {
     /// # Errors
     ///
     /// When the operating system has no randomness to give.
-    pub fn random() -> Result<Self, getrandom::Error> {
+    pub fn random() -> Result<Self, NoRandomness> {
         let mut bytes = [0; 16];
-        getrandom::fill(&mut bytes)?;
+        getrandom::fill(&mut bytes).map_err(NoRandomness)?;
         Ok(Self(bytes))
     }
 
@@ -35,6 +35,11 @@ impl fmt::Debug for TaskId {
         write!(f, "TaskId({self})")
     }
 }
+
+/// The operating system gave no randomness for a [`TaskId`].
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no randomness for a task id: {0}")]
+pub struct NoRandomness(getrandom::Error);
 
 /// Text that is not a [`TaskId`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -73,7 +73,7 @@ mod status;
 pub mod store;
 
 pub use self::detached::DetachedTasks;
-pub use self::id::{InvalidTaskId, TaskId};
+pub use self::id::{InvalidTaskId, NoRandomness, TaskId};
 pub use self::layer::OffloadLayer;
 pub use self::service::Offload;
 pub use self::status::TaskStatusService;

@@ -4,6 +4,40 @@
 //! asynchronous I/O in general (Redis, DynamoDB), so the box per call costs nothing that
 //! matters, while the layer, its service and the status endpoint keep short, nameable types.
 //! [`MemoryStore`] is the default, for one process; a shared store (Redis) serves several.
+//! A store of your own (DynamoDB, a database) implements [`TaskStore`]; the conformance
+//! suite in the crate's `tests/common/conformance.rs` shows what each method must do.
+//!
+//! # Example
+//!
+//! What the layer does with a store, step by step:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_serverless::offload::store::{NewTask, TaskOutcome, TaskStore, Created};
+//! use tower_serverless::offload::{MemoryStore, TaskId, TaskState};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = MemoryStore::new();
+//! let id = TaskId::random()?;
+//! let task = NewTask {
+//!     id,
+//!     owner: None,
+//!     idempotency_key: Some("order-42".into()),
+//!     lease: Duration::from_secs(60),
+//!     ttl: Duration::from_secs(900),
+//! };
+//! assert_eq!(store.create(task.clone()).await?, Created::New);
+//! // The same idempotency key finds the same task.
+//! let again = NewTask { id: TaskId::random()?, ..task };
+//! assert_eq!(store.create(again).await?, Created::Existing(id));
+//!
+//! assert!(store.finish(id, TaskOutcome::Failed("the handler failed".into())).await?);
+//! let record = store.get(id).await?.expect("kept for its TTL");
+//! assert_eq!(record.state, TaskState::Failed);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;
