@@ -79,7 +79,7 @@ fn main() {
 }
 
 async fn scenario(name: &str, n: usize, spread: Duration) {
-    let store = MemoryStore::new().max_tasks(2 * n);
+    let store = MemoryStore::new().max_tasks(2 * n).unwrap();
     let offload = OffloadLayer::new(store.clone()).after(THRESHOLD);
     let service = offload.layer(service_fn(|_: Request<Full<Bytes>>| async {
         tokio::time::sleep(WORK).await;

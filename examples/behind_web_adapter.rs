@@ -1,6 +1,11 @@
 //! The demo's routes served by hyper on `PORT` (default 8080), for the AWS Lambda Web
 //! Adapter.
 //!
+//! Each request's deadline comes from the headers the adapter forwards
+//! (`x-amzn-request-context`, `x-amzn-lambda-context`): the front door's arrival plus its cap
+//! (`REST_TIMEOUT_MS` for a REST API whose timeout was raised) and the function's deadline,
+//! as under the Lambda runner; `DEADLINE_MS` shortens it.
+//!
 //! Two ways to fail the invocation, chosen with env `ESCALATION`:
 //! - `close` (default): an escalation closes the connection without an answer; the adapter
 //!   reports the invocation as failed;
@@ -28,7 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let settings = app::Settings::from_env()?;
     let offload = settings.offload_layer().await?;
-    let app = app::layered(&settings, &offload);
+    // The deadlines of the front door and the function, from the headers the adapter
+    // forwards (it overwrites any a client sent).
+    let app = app::layered(settings.adapter_deadline_layer()?, &offload);
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     eprintln!("listening on http://{}", listener.local_addr()?);

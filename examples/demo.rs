@@ -13,6 +13,8 @@
 
 mod app;
 
+use std::time::Duration;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -32,7 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
-    // Detached work finishes before the process ends.
-    offload.detached().wait_idle().await;
+    // Detached work finishes before the process ends, for 30 s at most; what still runs
+    // then is stored as failed ("the server shut down").
+    offload.detached().shutdown(Duration::from_secs(30)).await;
     Ok(())
 }

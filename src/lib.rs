@@ -98,6 +98,6 @@ pub use deadline::{Deadline, DeadlineLayer};
 pub use escalate::{EscalateError, EscalateLayer, Escalation};
 pub use offload::{MemoryStore, OffloadLayer};
 
-#[cfg(all(doctest, feature = "axum", feature = "lambda"))]
+#[cfg(all(doctest, feature = "axum", feature = "lambda", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -7,7 +7,7 @@ mod app;
 mod common;
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -129,7 +129,9 @@ async fn presets_keep_a_margin_below_the_gateway_cap() {
         DeadlineLayer::api_gateway_http().budget(),
         Duration::from_secs(29)
     );
-    let layer = DeadlineLayer::api_gateway_rest().margin(Duration::from_millis(2500));
+    let layer = DeadlineLayer::api_gateway_rest()
+        .margin(Duration::from_millis(2500))
+        .unwrap();
     assert_eq!(layer.budget(), Duration::from_millis(26_500));
 }
 
@@ -183,7 +185,8 @@ async fn bad_header_values_are_ignored_or_clamped() {
     // A huge announced budget is clamped to the maximum the layer accepts from headers.
     let clamped = DeadlineLayer::new(Duration::from_secs(60))
         .trust_header(TrustedHeader::GrpcTimeout)
-        .max_header_budget(Duration::from_secs(10));
+        .max_header_budget(Duration::from_secs(10))
+        .unwrap();
     let (deadline, _) = seen(clamped, with_header("grpc-timeout", "99999999H")).await;
     assert_eq!(deadline.instant() - start, Duration::from_secs(10));
     assert_eq!(deadline.source(), DeadlineSource::Header);
@@ -194,7 +197,8 @@ async fn grpc_timeout_units_set_the_budget() {
     let start = Instant::now();
     let layer = DeadlineLayer::new(Duration::from_secs(4 * 3600))
         .trust_header(TrustedHeader::GrpcTimeout)
-        .max_header_budget(Duration::from_secs(4 * 3600));
+        .max_header_budget(Duration::from_secs(4 * 3600))
+        .unwrap();
     for (value, want) in [
         ("2H", Duration::from_secs(7200)),
         ("3M", Duration::from_secs(180)),
@@ -295,23 +299,9 @@ fn warn_fraction_must_be_a_fraction() {
         .is_ok());
 }
 
-/// Captures what a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn slow_responses_are_logged_past_the_fraction_only() {
-    let captured = Captured::default();
+    let captured = common::Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
@@ -358,6 +348,7 @@ async fn demo_answers_504_after_its_deadline_through_a_real_server() {
         deadline: Some(Duration::from_millis(1000)),
         offload_after: Duration::from_secs(2),
         redis_url: None,
+        rest_cap: None,
     };
     let offload = settings.offload_layer().await.unwrap();
     let addr = common::serve(app::serve_app(&settings, &offload)).await;
@@ -375,4 +366,55 @@ async fn demo_answers_504_after_its_deadline_through_a_real_server() {
     let quick = client.get(&format!("http://{addr}/sleep/100")).await;
     assert_eq!(quick.status, StatusCode::OK);
     assert_eq!(quick.json(), serde_json::json!({"slept_ms": 100}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_duration_is_a_budget_without_panics() {
+    // `Duration::MAX` and other huge settings overflowed `Instant` on every call.
+    for budget in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 2),
+        Duration::ZERO,
+    ] {
+        let layer = DeadlineLayer::new(budget).trust_header(TrustedHeader::Millis(
+            HeaderName::from_static("x-budget-ms"),
+        ));
+        let layer = match layer.clone().max_header_budget(Duration::MAX) {
+            Ok(layer) => layer,
+            Err(_) => layer,
+        };
+        let request = with_header("x-budget-ms", "18446744073709551615");
+        let response = layer
+            .layer(handler(Duration::from_millis(1)))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let want = if budget.is_zero() {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(response.status(), want, "{budget:?}");
+    }
+    let (from_extension, _) = seen(DeadlineLayer::new(Duration::MAX), Request::default()).await;
+    assert!(from_extension.remaining() > Duration::from_secs(29 * 365 * 86_400));
+}
+
+#[test]
+fn settings_that_cannot_hold_are_errors() {
+    let cap = Duration::from_secs(29);
+    assert!(DeadlineLayer::new(cap).margin(cap).is_err(), "margin = cap");
+    assert!(DeadlineLayer::new(cap)
+        .margin(Duration::from_secs(30))
+        .is_err());
+    assert!(DeadlineLayer::api_gateway_rest()
+        .margin(Duration::from_secs(29))
+        .is_err());
+    let layer = DeadlineLayer::new(cap)
+        .margin(Duration::from_secs(28))
+        .unwrap();
+    assert_eq!(layer.budget(), Duration::from_secs(1));
+    assert!(DeadlineLayer::new(cap)
+        .max_header_budget(Duration::ZERO)
+        .is_err());
 }

@@ -67,3 +67,75 @@ async fn escalation_closes_the_connection_without_a_response() {
     let (status, _) = request(addr, "/status/502").await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
 }
+
+/// Behind the Lambda Web Adapter, the adapter's headers give the same deadlines as the
+/// Lambda runner computes from the event.
+#[tokio::test]
+async fn lambda_web_adapter_headers_set_the_deadline() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use tower_serverless::deadline::{self, FrontDoors};
+    use tower_serverless::DeadlineLayer;
+
+    let remaining = tower::service_fn(|_: Request<hyper::body::Incoming>| async {
+        let remaining = deadline::current().unwrap().remaining().as_millis();
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            Bytes::from(remaining.to_string()),
+        )))
+    });
+    let layer = DeadlineLayer::inherit().lambda_web_adapter(FrontDoors::new());
+    let addr = common::serve_hyper(layer.layer(remaining)).await;
+    let client = common::HttpClient::new();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ask = |headers: Vec<(&'static str, String)>| {
+        let client = client.clone();
+        async move {
+            let mut request = Request::get(format!("http://{addr}/"));
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let answer = client
+                .send(request.body(http_body_util::Full::default()).unwrap())
+                .await;
+            answer.text().parse::<u64>().unwrap()
+        }
+    };
+    let rest = format!(r#"{{"requestTimeEpoch":{},"stage":"prod"}}"#, now - 20_000);
+    let lambda = format!(r#"{{"request_id":"r","deadline":{}}}"#, now + 100_000);
+    // A REST request that arrived 20 s ago: 29 - 20 - 1 = 8 s.
+    let ms = ask(vec![("x-amzn-request-context", rest)]).await;
+    assert!((7_000..=8_000).contains(&ms), "REST {ms}");
+    // An HTTP API request: 30 - 1 = 29 s, earlier than the function's 99 s.
+    let http =
+        format!(r#"{{"timeEpoch":{now},"domainName":"x.execute-api.us-east-1.amazonaws.com"}}"#);
+    let ms = ask(vec![
+        ("x-amzn-request-context", http),
+        ("x-amzn-lambda-context", lambda.clone()),
+    ])
+    .await;
+    assert!((28_000..=29_000).contains(&ms), "HTTP API {ms}");
+    // A function URL has no cap: the function's deadline minus the margin, 99 s.
+    let url = format!(r#"{{"timeEpoch":{now},"domainName":"abc.lambda-url.us-east-1.on.aws"}}"#);
+    let ms = ask(vec![
+        ("x-amzn-request-context", url),
+        ("x-amzn-lambda-context", lambda.clone()),
+    ])
+    .await;
+    assert!((98_000..=99_000).contains(&ms), "function URL {ms}");
+    // Malformed JSON or values are ignored: no zero budget, no panic.
+    for bad in [
+        "{",
+        "[]",
+        "null",
+        r#"{"requestTimeEpoch":"soon","deadline":-5}"#,
+    ] {
+        let ms = ask(vec![
+            ("x-amzn-request-context", bad.to_owned()),
+            ("x-amzn-lambda-context", bad.to_owned()),
+        ])
+        .await;
+        assert!(ms > 3_600_000, "{bad:?}: {ms}");
+    }
+}

@@ -9,20 +9,16 @@ mod common;
 use std::time::Duration;
 
 use axum::routing::get;
-use common::runtime_api::{http_api_event, now_ms, rest_api_event, Outcome, RuntimeApi};
+use common::runtime_api::{
+    alb_event, function_url_event, http_api_event, http_api_stage_event, now_ms, response,
+    rest_api_event, rest_api_request, run_function, task_of, Outcome, RuntimeApi,
+};
 use tokio::time::Instant;
 use tower::Layer;
-use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskId, TaskState, TaskStore};
+use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskState, TaskStore};
 use tower_serverless::{deadline, DeadlineLayer, EscalateLayer};
 
 const BUDGET: Duration = Duration::from_secs(30);
-
-fn response(outcome: Outcome) -> serde_json::Value {
-    match outcome {
-        Outcome::Response { body, .. } => body,
-        other => panic!("expected a response, got {other:?}"),
-    }
-}
 
 fn error_type(outcome: Outcome) -> String {
     match outcome {
@@ -31,25 +27,22 @@ fn error_type(outcome: Outcome) -> String {
     }
 }
 
-fn task_of(response: &serde_json::Value) -> TaskId {
-    let body: serde_json::Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
-    body["id"].as_str().unwrap().parse().unwrap()
-}
-
 // One test function: the runtime reads its address from the process environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_work_holds_the_invocation_until_it_is_done() {
     common::quiet_panics();
+    let log = common::Captured::default();
+    log.install_global();
     let mut api = RuntimeApi::start().await;
-    // Route REST API events without their stage prefix (`/prod/...`), as deployments
-    // with one stage do.
-    std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "1");
+    // `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is not set: REST events reach `lambda_http` as
+    // `/prod/...`, and the runner takes the stage off.
     let store = MemoryStore::new();
     let runtime_store = store.clone();
-    // `lambda_http::run` is awaited from `main` in a function; its future is not `Send`.
-    std::thread::spawn(move || {
+    let (gate_a, gated_a) = common::gated("/gated/a");
+    let (gate_b, gated_b) = common::gated("/gated/b");
+    run_function(move || async move {
         let offload = OffloadLayer::new(runtime_store).after(Duration::from_millis(100));
-        let routes = app::routes().route(
+        let routes = app::routes().merge(gated_a).merge(gated_b).route(
             "/remaining",
             get(|| async {
                 deadline::current()
@@ -62,17 +55,20 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
         let app = routes
             .layer(offload.clone())
             .merge(offload.status_router())
-            .layer(DeadlineLayer::api_gateway_rest());
+            .layer(DeadlineLayer::inherit());
         let service = EscalateLayer::new().layer(app);
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(tower_serverless::lambda::run(service, &offload))
-            .unwrap();
+        tower_serverless::lambda::run(service, &offload).await
     });
     // Registered during init; waiting for the first invocation.
     api.extension_next().await;
+    let warnings = log.text();
+    assert_eq!(
+        warnings
+            .matches("the offload store is local to this process")
+            .count(),
+        1,
+        "{warnings}"
+    );
 
     // No detached work: the extension releases at once.
     let hello = response(
@@ -164,4 +160,110 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
         "held {:?}",
         released - answered
     );
+
+    front_doors(&mut api).await;
+    stages(&mut api).await;
+
+    // An invocation is held for the work it detached, not for another's: B's task still
+    // runs when A's hold ends.
+    let a = response(
+        api.invoke("a", BUDGET, http_api_event("POST", "/gated/a", now_ms()))
+            .await,
+    );
+    let b = response(
+        api.invoke("b", BUDGET, http_api_event("POST", "/gated/b", now_ms()))
+            .await,
+    );
+    assert_eq!(
+        (a["statusCode"].as_u64(), b["statusCode"].as_u64()),
+        (Some(202), Some(202))
+    );
+    gate_a.send(true).unwrap();
+    api.extension_next().await;
+    assert_eq!(
+        store.get(task_of(&a)).await.unwrap().unwrap().state,
+        TaskState::Succeeded
+    );
+    assert_eq!(
+        store.get(task_of(&b)).await.unwrap().unwrap().state,
+        TaskState::Pending,
+        "A's hold ended while B's work runs"
+    );
+    gate_b.send(true).unwrap();
+    api.extension_next().await;
+    assert_eq!(
+        store.get(task_of(&b)).await.unwrap().unwrap().state,
+        TaskState::Succeeded
+    );
+}
+
+/// The milliseconds `/remaining` reports for `event`, under a 100 s function deadline.
+async fn remaining(api: &mut RuntimeApi, id: &str, event: serde_json::Value) -> u64 {
+    let body = response(api.invoke(id, Duration::from_secs(100), event).await);
+    api.extension_next().await;
+    body["body"].as_str().unwrap().parse().unwrap()
+}
+
+/// Each front door gets its own cap: REST 29 s and HTTP API 30 s from arrival; function
+/// URLs and ALB none, only the function's deadline (100 s here), each minus the 1 s margin.
+async fn front_doors(api: &mut RuntimeApi) {
+    let rest = remaining(api, "rest", rest_api_event("/remaining", now_ms())).await;
+    assert!((27_000..=28_000).contains(&rest), "REST {rest} ms");
+    let http = remaining(api, "http", http_api_event("GET", "/remaining", now_ms())).await;
+    assert!((28_000..=29_000).contains(&http), "HTTP API {http} ms");
+    let url = remaining(
+        api,
+        "url",
+        function_url_event("GET", "/remaining", now_ms()),
+    )
+    .await;
+    assert!((98_000..=99_000).contains(&url), "function URL {url} ms");
+    let alb = remaining(api, "alb", alb_event("/remaining")).await;
+    assert!((98_000..=99_000).contains(&alb), "ALB {alb} ms");
+}
+
+/// Routes serve REST and HTTP API events of a named stage, and a `202`'s `Location` is the
+/// path the client calls, stage included.
+async fn stages(api: &mut RuntimeApi) {
+    let hello = response(
+        api.invoke(
+            "stage-http",
+            BUDGET,
+            http_api_stage_event("GET", "prod", "/hello", now_ms()),
+        )
+        .await,
+    );
+    assert_eq!(hello["body"], "hello");
+    api.extension_next().await;
+
+    let accepted = response(
+        api.invoke(
+            "stage-rest",
+            BUDGET,
+            rest_api_request("POST", "/jobs/300", now_ms()),
+        )
+        .await,
+    );
+    assert_eq!(accepted["statusCode"], 202);
+    let task = task_of(&accepted);
+    assert_eq!(
+        accepted["multiValueHeaders"]["location"][0],
+        format!("/prod/tasks/{task}")
+    );
+    api.extension_next().await;
+
+    let status = response(
+        api.invoke(
+            "stage-poll",
+            BUDGET,
+            rest_api_request("GET", &format!("/tasks/{task}"), now_ms()),
+        )
+        .await,
+    );
+    assert_eq!(status["statusCode"], 303);
+    assert_eq!(
+        status["multiValueHeaders"]["location"][0],
+        format!("/prod/tasks/{task}/result")
+    );
+    api.extension_next().await;
 }

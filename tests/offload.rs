@@ -211,6 +211,13 @@ async fn prefer_respond_async_and_wait() {
     assert_accepted(&zero);
     assert_eq!(zero.header("preference-applied"), "wait=0");
 
+    // RFC 7240: with `wait`, `respond-async` means "asynchronously if it takes longer".
+    let both = client
+        .send("POST", "/work/400", &[("prefer", "respond-async, wait=10")])
+        .await;
+    assert_eq!(both.status, StatusCode::CREATED);
+    assert_eq!(both.header("preference-applied"), "respond-async, wait=5");
+
     let ignored = client
         .send("POST", "/work/10", &[("prefer", "wait=soon, nonsense")])
         .await;
@@ -504,7 +511,7 @@ async fn a_store_that_fails_gives_no_202_but_a_foreground_answer() {
 
 #[tokio::test]
 async fn a_full_store_answers_in_the_foreground() {
-    let offload = OffloadLayer::new(MemoryStore::new().max_tasks(2)).after(AFTER);
+    let offload = OffloadLayer::new(MemoryStore::new().max_tasks(2).unwrap()).after(AFTER);
     let client = Client::new(serve(&offload, routes()).await);
     assert_accepted(&client.post("/work/500").await);
     assert_accepted(&client.post("/work/500").await);
@@ -514,9 +521,9 @@ async fn a_full_store_answers_in_the_foreground() {
         (StatusCode::CREATED, "worked 300")
     );
     offload.detached().wait_idle().await;
-    // Finished tasks make room for new ones.
-    assert_accepted(&client.post("/work/300").await);
-    offload.detached().wait_idle().await;
+    // Finished results are kept for their TTL (see memory_store_bounds_and_ttl): no room.
+    let kept = client.post("/work/300").await;
+    assert_eq!(kept.status, StatusCode::CREATED, "still full");
 }
 
 #[tokio::test(start_paused = true)]
@@ -539,7 +546,8 @@ async fn background_deadline_fails_the_task_and_replaces_the_foreground_one() {
     });
     let offload = OffloadLayer::new(MemoryStore::new())
         .after(Duration::from_secs(1))
-        .background_deadline(Duration::from_secs(8));
+        .background_deadline(Duration::from_secs(8))
+        .unwrap();
     let service =
         tower_serverless::DeadlineLayer::new(Duration::from_secs(20)).layer(offload.layer(slow));
     let response = service
@@ -570,7 +578,7 @@ async fn background_deadline_fails_the_task_and_replaces_the_foreground_one() {
 
 #[tokio::test(start_paused = true)]
 async fn memory_store_bounds_and_ttl() {
-    let store = MemoryStore::new().max_tasks(2);
+    let store = MemoryStore::new().max_tasks(2).unwrap();
     let task = |ttl| NewTask {
         id: TaskId::random().unwrap(),
         owner: None,
@@ -588,7 +596,7 @@ async fn memory_store_bounds_and_ttl() {
     ));
 
     store
-        .finish(a.id, TaskOutcome::Failed("done".into()))
+        .finish(a.id, TaskOutcome::failed("done"))
         .await
         .unwrap();
     tokio::time::advance(Duration::from_secs(9)).await;
@@ -629,29 +637,27 @@ async fn memory_store_bounds_and_ttl() {
         Some("the result did not fit in the task store")
     );
     assert!(small.get(fits.id).await.unwrap().unwrap().result.is_some());
-    // Room is made by evicting the oldest finished result.
+    // Room is made only by what expired: `fits` keeps its result for its TTL.
     let next = task(Duration::from_secs(10));
     small.create(next.clone()).await.unwrap();
     small
         .finish(next.id, TaskOutcome::Succeeded(body(60)))
         .await
         .unwrap();
-    assert!(
-        small.get(fits.id).await.unwrap().is_none(),
-        "evicted for room"
+    assert_eq!(
+        small.get(next.id).await.unwrap().unwrap().error.as_deref(),
+        Some("the result did not fit in the task store")
     );
-    assert!(small.get(next.id).await.unwrap().unwrap().result.is_some());
-
-    // A finished task is evicted, oldest first, to make room; pending ones never are.
-    store
-        .finish(b.id, TaskOutcome::Failed("done".into()))
+    assert!(small.get(fits.id).await.unwrap().unwrap().result.is_some());
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let later = task(Duration::from_secs(10));
+    small.create(later.clone()).await.unwrap();
+    small
+        .finish(later.id, TaskOutcome::Succeeded(body(60)))
         .await
         .unwrap();
-    assert_eq!(
-        store.create(task(Duration::from_secs(10))).await.unwrap(),
-        Created::New
-    );
-    assert!(store.get(b.id).await.unwrap().is_none());
+    assert!(small.get(fits.id).await.unwrap().is_none(), "expired");
+    assert!(small.get(later.id).await.unwrap().unwrap().result.is_some());
 }
 
 #[tokio::test]
@@ -670,6 +676,7 @@ async fn demo_offloads_jobs_through_a_real_server() {
         deadline: None,
         offload_after: Duration::from_millis(500),
         redis_url: None,
+        rest_cap: None,
     };
     let offload = settings.offload_layer().await.unwrap();
     let client = Client::new(common::serve(app::serve_app(&settings, &offload)).await);

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tower_serverless::deadline::FrontDoors;
 use tower_serverless::{DeadlineLayer, EscalateLayer, Escalation, MemoryStore, OffloadLayer};
 
 /// What the environment can change in the demo.
@@ -23,6 +24,9 @@ pub(crate) struct Settings {
     pub(crate) offload_after: Duration,
     /// `REDIS_URL`: keep tasks in Redis (feature `redis`) instead of in memory.
     pub(crate) redis_url: Option<String>,
+    /// `REST_TIMEOUT_MS`: the integration timeout of a REST API in front, when raised
+    /// above 29 s (up to 300 s, or 15 min with response streaming).
+    pub(crate) rest_cap: Option<Duration>,
 }
 
 impl Settings {
@@ -34,12 +38,38 @@ impl Settings {
             redis_url: std::env::var("REDIS_URL")
                 .ok()
                 .filter(|url| !url.is_empty()),
+            rest_cap: millis_from_env("REST_TIMEOUT_MS")?,
         })
     }
 
-    fn deadline_layer(&self) -> DeadlineLayer {
+    /// For a local server: `DEADLINE_MS`, or the API Gateway REST preset (28 s).
+    pub(crate) fn deadline_layer(&self) -> DeadlineLayer {
         self.deadline
             .map_or_else(DeadlineLayer::api_gateway_rest, DeadlineLayer::new)
+    }
+
+    /// The front doors' caps, with `REST_TIMEOUT_MS` when set.
+    pub(crate) fn front_doors(&self) -> Result<FrontDoors, String> {
+        match self.rest_cap {
+            None => Ok(FrontDoors::new()),
+            Some(cap) => FrontDoors::new()
+                .rest_cap(cap)
+                .map_err(|error| format!("REST_TIMEOUT_MS: {error}")),
+        }
+    }
+
+    /// On Lambda, under the runner: `DEADLINE_MS` when set; the deadline the runner takes
+    /// from the front door and the function in any case.
+    pub(crate) fn lambda_deadline_layer(&self) -> DeadlineLayer {
+        self.deadline
+            .map_or_else(DeadlineLayer::inherit, DeadlineLayer::new)
+    }
+
+    /// Behind the Lambda Web Adapter: the same deadlines, from the headers it forwards.
+    pub(crate) fn adapter_deadline_layer(&self) -> Result<DeadlineLayer, String> {
+        Ok(self
+            .lambda_deadline_layer()
+            .lambda_web_adapter(self.front_doors()?))
     }
 
     /// Offloading on the in-memory store, or Redis with `REDIS_URL`; status endpoint at
@@ -72,18 +102,18 @@ fn millis_from_env(name: &str) -> Result<Option<Duration>, String> {
 }
 
 /// The demo routes behind the deadline and offload layers, without escalation: each host
-/// chooses how escalations leave it.
-pub(crate) fn layered(settings: &Settings, offload: &OffloadLayer) -> Router {
+/// chooses its deadline layer and how escalations leave it.
+pub(crate) fn layered(deadline: DeadlineLayer, offload: &OffloadLayer) -> Router {
     routes()
         .layer(offload.clone())
         .merge(offload.status_router())
-        .layer(settings.deadline_layer())
+        .layer(deadline)
 }
 
 /// The demo routes with every layer, for hosts that need `Error = Infallible`
 /// (`axum::serve`).
 pub(crate) fn serve_app(settings: &Settings, offload: &OffloadLayer) -> Router {
-    layered(settings, offload).layer(EscalateLayer::new().infallible())
+    layered(settings.deadline_layer(), offload).layer(EscalateLayer::new().infallible())
 }
 
 /// The routes, without any layer.

@@ -6,9 +6,11 @@ use http::{HeaderMap, HeaderName};
 
 /// A request header that announces the time the caller will wait, from a proxy you trust.
 ///
-/// Never trusted unless named with [`DeadlineLayer::trust_header`]. Malformed, zero or
+/// Never trusted unless named with [`DeadlineLayer::trust_header`]. Malformed or
 /// overflowing values are ignored (with a `debug` event); values above the layer's maximum
-/// are clamped to it.
+/// are clamped to it. Zero means what the sender means by it: for `grpc-timeout` and a
+/// named header, no time is left (the request is answered `504` at once); for Envoy's
+/// header, Envoy has no timeout, so it sets no deadline.
 ///
 /// [`DeadlineLayer::trust_header`]: super::DeadlineLayer::trust_header
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,13 +40,14 @@ impl TrustedHeader {
         let value = headers.get(self.name())?;
         let parsed = value.to_str().ok().and_then(|text| match self {
             Self::GrpcTimeout => parse_grpc_timeout(text),
-            Self::Millis(_) | Self::EnvoyExpectedTimeout => parse_millis(text),
+            Self::Millis(_) => parse_millis(text),
+            Self::EnvoyExpectedTimeout => parse_millis(text).filter(|budget| !budget.is_zero()),
         });
         if parsed.is_none() {
             tracing::debug!(
                 header = self.name(),
                 ?value,
-                "ignoring a malformed time budget header"
+                "ignoring a time budget header that is malformed or sets no deadline"
             );
         }
         parsed
@@ -55,7 +58,7 @@ fn digits(text: &str, max_len: usize) -> Option<u64> {
     if text.is_empty() || text.len() > max_len || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    text.parse().ok().filter(|n| *n > 0)
+    text.parse().ok()
 }
 
 fn parse_millis(text: &str) -> Option<Duration> {
@@ -105,7 +108,8 @@ mod tests {
             ("5x", None),
             ("-5S", None),
             ("5 S", None),
-            ("0S", None),
+            ("0S", Some(Duration::ZERO)),
+            ("0n", Some(Duration::ZERO)),
             ("1.5S", None),
             ("5é", None),
         ];
@@ -127,7 +131,6 @@ mod tests {
             ("99999999999999999999999", None),
             ("-1", None),
             ("+5", None),
-            ("0", None),
             ("", None),
             ("1e3", None),
             ("10 ", None),
@@ -140,6 +143,9 @@ mod tests {
                 "{text:?}"
             );
         }
+        // Zero: no time left for a named header; no timeout at all for Envoy's.
+        assert_eq!(budget(named(), "0"), Some(Duration::ZERO));
+        assert_eq!(budget(TrustedHeader::EnvoyExpectedTimeout, "0"), None);
     }
 
     #[test]

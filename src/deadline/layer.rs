@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use tower::Layer;
 
-use super::{Deadline, DeadlineExceeded, DeadlineService, TrustedHeader};
+use super::{Deadline, DeadlineExceeded, DeadlineService, FrontDoors, TrustedHeader};
 use crate::ConfigError;
 
 /// API Gateway REST APIs cut a request after 29 s (their default integration timeout).
@@ -86,6 +86,10 @@ impl OnTimeout {
 
 impl DeadlineLayer {
     /// A layer whose requests get `budget`, counted from their arrival at the service.
+    ///
+    /// Any `Duration` is accepted: a budget beyond about 30 years is taken as 30 years
+    /// (`Duration::MAX` is "no budget"). A zero budget answers every request `504`, as
+    /// tower's `Timeout` does.
     pub fn new(budget: Duration) -> Self {
         Self {
             config: Arc::new(Config {
@@ -100,16 +104,30 @@ impl DeadlineLayer {
         }
     }
 
+    /// A layer with no budget of its own: it enforces the deadline set before it (by the
+    /// Lambda runner from the front door and the function, by a trusted header or a
+    /// [`source`](Self::source)), answering `504` when it passes. Under the Lambda runner
+    /// this is the layer to use: the runner knows the front door's cap (REST, HTTP API,
+    /// function URL, ALB) better than a fixed budget.
+    pub fn inherit() -> Self {
+        Self::new(Duration::MAX)
+    }
+
     /// The budget under an API Gateway REST API: [`API_GATEWAY_REST_CAP`] minus the margin
     /// (default [`DEFAULT_MARGIN`]: 28 s).
     pub fn api_gateway_rest() -> Self {
-        Self::new(API_GATEWAY_REST_CAP).margin(DEFAULT_MARGIN)
+        Self::new(API_GATEWAY_REST_CAP).with_margin(DEFAULT_MARGIN)
     }
 
     /// The budget under an API Gateway HTTP API: [`API_GATEWAY_HTTP_CAP`] minus the margin
     /// (default [`DEFAULT_MARGIN`]: 29 s).
     pub fn api_gateway_http() -> Self {
-        Self::new(API_GATEWAY_HTTP_CAP).margin(DEFAULT_MARGIN)
+        Self::new(API_GATEWAY_HTTP_CAP).with_margin(DEFAULT_MARGIN)
+    }
+
+    fn with_margin(mut self, margin: Duration) -> Self {
+        self.config().margin = margin;
+        self
     }
 
     fn config(&mut self) -> &mut Config {
@@ -117,9 +135,15 @@ impl DeadlineLayer {
     }
 
     /// Time kept below the cap for sending the answer; the budget is the cap minus this.
-    pub fn margin(mut self, margin: Duration) -> Self {
-        self.config().margin = margin;
-        self
+    ///
+    /// # Errors
+    ///
+    /// When `margin` is not below the cap: every request would be answered `504` at once.
+    pub fn margin(self, margin: Duration) -> Result<Self, ConfigError> {
+        if margin >= self.config.cap {
+            return Err(ConfigError("the margin must be below the budget's cap"));
+        }
+        Ok(self.with_margin(margin))
     }
 
     /// The budget: the cap minus the margin.
@@ -136,9 +160,16 @@ impl DeadlineLayer {
 
     /// The most a trusted header may announce; larger values are clamped to it
     /// (default: the budget).
-    pub fn max_header_budget(mut self, max: Duration) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// When `max` is zero: every request with the header would be answered `504` at once.
+    pub fn max_header_budget(mut self, max: Duration) -> Result<Self, ConfigError> {
+        if max.is_zero() {
+            return Err(ConfigError("the largest header budget must be above zero"));
+        }
         self.config().header_max = max;
-        self
+        Ok(self)
     }
 
     /// Adds a source of deadlines computed from the request; the earliest of all sources
@@ -150,6 +181,18 @@ impl DeadlineLayer {
     {
         self.config().sources.push(Arc::new(source));
         self
+    }
+
+    /// Also takes the deadlines the AWS Lambda Web Adapter forwards: the front door's
+    /// arrival time plus its cap (`x-amzn-request-context`: `requestTimeEpoch` for REST
+    /// APIs, `timeEpoch` for HTTP APIs and function URLs) and the function's deadline
+    /// (`x-amzn-lambda-context`: `deadline`), each minus the margin of `doors`: the same
+    /// [`Deadline`] the Lambda runner computes from the event.
+    ///
+    /// Only behind the adapter, which overwrites these headers: a client can set them on
+    /// any other host. Malformed JSON or values are ignored with a `debug` event.
+    pub fn lambda_web_adapter(self, doors: FrontDoors) -> Self {
+        self.source(move |parts| doors.adapter_deadline(parts))
     }
 
     /// Emits a `tracing` warning for a response that used more than `fraction` of its

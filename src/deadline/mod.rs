@@ -10,7 +10,10 @@
 //! 2. opt-in only, for a proxy in front that you trust: a [`TrustedHeader`]
 //!    (`grpc-timeout`, `x-envoy-expected-rq-timeout-ms`, or a named header in
 //!    milliseconds), clamped to a maximum;
-//! 3. any [`source`](DeadlineLayer::source) of the application's, a function of the request.
+//! 3. behind the AWS Lambda Web Adapter, opt-in: the front door's arrival time plus its
+//!    cap and the function's deadline, from the headers the adapter forwards
+//!    ([`DeadlineLayer::lambda_web_adapter`], with the caps of [`FrontDoors`]);
+//! 4. any [`source`](DeadlineLayer::source) of the application's, a function of the request.
 //!
 //! A deadline set by an outer layer is kept when it is earlier: nested layers shorten the
 //! budget, never extend it.
@@ -58,14 +61,19 @@
 //! # }
 //! ```
 
+mod front_door;
 pub mod future;
 mod header;
 mod layer;
 mod service;
 mod value;
 
+#[cfg(feature = "lambda")]
+pub(crate) use self::front_door::{plausible_deadline, v2_door};
+pub use self::front_door::{FrontDoor, FrontDoors};
 pub use self::header::TrustedHeader;
 pub use self::layer::{DeadlineLayer, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};
 pub use self::service::DeadlineService;
+pub(crate) use self::value::later;
 pub use self::value::{current, Deadline, DeadlineExceeded, DeadlineSource};
 pub use crate::ConfigError;

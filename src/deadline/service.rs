@@ -8,6 +8,7 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 use super::layer::Config;
+use super::value::later;
 use super::{Deadline, DeadlineLayer, DeadlineSource};
 
 /// Middleware that answers `504` once the request's [`Deadline`] passes.
@@ -34,11 +35,12 @@ impl<S> DeadlineService<S> {
     /// than a deadline an outer layer already set.
     fn deadline<B>(&self, request: Request<B>, arrived: Instant) -> (Deadline, Request<B>) {
         let config = &*self.config;
-        let mut deadline = Deadline::at(arrived + config.budget(), DeadlineSource::Budget);
+        let mut deadline = Deadline::at(later(arrived, config.budget()), DeadlineSource::Budget);
         for header in &config.headers {
             if let Some(budget) = header.budget(request.headers()) {
                 let budget = budget.min(config.header_max);
-                deadline = deadline.min(Deadline::at(arrived + budget, DeadlineSource::Header));
+                deadline =
+                    deadline.min(Deadline::at(later(arrived, budget), DeadlineSource::Header));
             }
         }
         if let Some(outer) = request.extensions().get::<Deadline>() {

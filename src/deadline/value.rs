@@ -5,6 +5,16 @@ use std::time::Duration;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+/// The most any budget, lease or TTL reaches into the future: about 30 years, which is
+/// "no limit" for every purpose here and far from `Instant`'s overflow.
+const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+
+/// `at + duration`, saturating at [`FAR`] from `at`: no setting or header can overflow an
+/// `Instant` (which panics).
+pub(crate) fn later(at: Instant, duration: Duration) -> Instant {
+    at + duration.min(FAR)
+}
+
 tokio::task_local! {
     static CURRENT: Deadline;
 }
@@ -45,9 +55,10 @@ impl Deadline {
         Self { at, source }
     }
 
-    /// A deadline `budget` from now.
+    /// A deadline `budget` from now. Any `Duration` is accepted: budgets beyond about 30
+    /// years are taken as 30 years.
     pub fn after(budget: Duration, source: DeadlineSource) -> Self {
-        Self::at(Instant::now() + budget, source)
+        Self::at(later(Instant::now(), budget), source)
     }
 
     /// The instant by which the work must be done.
@@ -81,14 +92,24 @@ impl Deadline {
 
     /// What remains, in whole milliseconds, as a header value for an outbound call (for
     /// example `x-envoy-expected-rq-timeout-ms` or a header of your own).
-    pub fn remaining_millis_header(&self) -> HeaderValue {
-        HeaderValue::from(u64::try_from(self.remaining().as_millis()).unwrap_or(u64::MAX))
+    ///
+    /// `None` once less than a millisecond remains: receivers read `0` as "no deadline"
+    /// (Envoy does), so an expired budget is never sent; make no call then.
+    pub fn remaining_millis_header(&self) -> Option<HeaderValue> {
+        let millis = self.remaining().as_millis();
+        (millis > 0).then(|| HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)))
     }
 
     /// What remains in the `grpc-timeout` format (at most 8 digits and a unit), rounded down
-    /// to the largest unit that holds it.
-    pub fn grpc_timeout_header(&self) -> HeaderValue {
+    /// to the finest unit whose value fits in 8 digits.
+    ///
+    /// `None` once the deadline has passed: an expired budget is never sent; make no call
+    /// then.
+    pub fn grpc_timeout_header(&self) -> Option<HeaderValue> {
         let nanos = self.remaining().as_nanos();
+        if nanos == 0 {
+            return None;
+        }
         const UNITS: [(u128, char); 6] = [
             (1, 'n'),
             (1_000, 'u'),
@@ -102,7 +123,7 @@ impl Deadline {
             .map(|(size, unit)| (nanos / size, *unit))
             .find(|(value, _)| *value < 100_000_000)
             .unwrap_or((99_999_999, 'H'));
-        HeaderValue::try_from(format!("{value}{unit}")).expect("digits and a letter")
+        Some(HeaderValue::try_from(format!("{value}{unit}")).expect("digits and a letter"))
     }
 
     /// Runs `future` with this deadline as [`current`](super::current).
@@ -166,18 +187,27 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn outbound_headers() {
         let deadline = Deadline::after(Duration::from_millis(1500), DeadlineSource::Budget);
-        assert_eq!(deadline.remaining_millis_header(), "1500");
-        assert_eq!(deadline.grpc_timeout_header(), "1500000u");
+        assert_eq!(deadline.remaining_millis_header().unwrap(), "1500");
+        assert_eq!(deadline.grpc_timeout_header().unwrap(), "1500000u");
         let long = Deadline::after(Duration::from_secs(3600 * 24), DeadlineSource::Budget);
-        assert_eq!(long.grpc_timeout_header(), "86400000m");
+        assert_eq!(long.grpc_timeout_header().unwrap(), "86400000m");
         let huge = Deadline::after(
             Duration::from_secs(3600 * 200_000_000),
             DeadlineSource::Budget,
         );
-        assert_eq!(huge.grpc_timeout_header(), "99999999H");
+        // Budgets saturate at 30 years (262,800 hours).
+        assert_eq!(huge.grpc_timeout_header().unwrap(), "15768000M");
+        let unlimited = Deadline::after(Duration::MAX, DeadlineSource::Budget);
+        assert_eq!(unlimited.grpc_timeout_header().unwrap(), "15768000M");
+
+        // Under a millisecond left: no milliseconds header, but grpc-timeout still says so.
+        let close = Deadline::after(Duration::from_micros(500), DeadlineSource::Budget);
+        assert_eq!(close.remaining_millis_header(), None);
+        assert_eq!(close.grpc_timeout_header().unwrap(), "500000n");
+        // An expired budget is never written as 0, which receivers read as no deadline.
         tokio::time::advance(Duration::from_secs(3)).await;
-        assert_eq!(deadline.remaining_millis_header(), "0");
-        assert_eq!(deadline.grpc_timeout_header(), "0n");
+        assert_eq!(deadline.remaining_millis_header(), None);
+        assert_eq!(deadline.grpc_timeout_header(), None);
         assert!(deadline.is_expired());
     }
 

@@ -66,6 +66,7 @@ mod status;
 pub use self::escalation::{error_type, EscalateError, Escalation};
 pub use self::layer::EscalateLayer;
 pub use self::output::{Fail, Output, Respond};
+pub(crate) use self::policy::Policy;
 pub use self::policy::{DefaultPredicate, EscalatePredicate};
 pub use self::service::Escalate;
 pub use self::status::{StatusCodes, StatusSpecError};

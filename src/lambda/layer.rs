@@ -3,7 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::Request;
 use lambda_http::lambda_runtime::LambdaInvocation;
@@ -11,33 +11,51 @@ use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::deadline::{
-    Deadline, DeadlineSource, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN,
-};
-use crate::offload::BackgroundDeadline;
+use crate::deadline::{v2_door, Deadline, FrontDoor, FrontDoors};
+use crate::offload::{BackgroundDeadline, Invocation, PublicPrefix};
 
-/// Sets the Lambda deadlines on every request; see the [module docs](super).
+/// Sets the Lambda deadlines on every request, and takes an API Gateway stage off the
+/// path; see the [module docs](super).
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct LambdaLayer {
-    margin: Duration,
+    doors: FrontDoors,
+    keep_stage: bool,
 }
 
 impl LambdaLayer {
-    /// A layer keeping [`DEFAULT_MARGIN`] (1 s) below the gateway's cap and the function's
-    /// deadline.
+    /// A layer with the caps of [`FrontDoors::new`] (REST 29 s, HTTP API 30 s, function
+    /// URLs and ALB none) and a 1 s margin, taking the stage off the path.
     pub fn new() -> Self {
         Self {
-            margin: DEFAULT_MARGIN,
+            doors: FrontDoors::new(),
+            keep_stage: false,
         }
     }
 
-    /// The margin kept below the gateway's cap and the function's deadline.
+    /// The margin kept below the front door's cap and the function's deadline (default 1 s).
     pub fn margin(mut self, margin: Duration) -> Self {
-        self.margin = margin;
+        self.doors = self.doors.margin(margin);
+        self
+    }
+
+    /// The front doors' caps and margin, for a REST API whose integration timeout was
+    /// raised ([`FrontDoors::rest_cap`]).
+    pub fn front_doors(mut self, doors: FrontDoors) -> Self {
+        self.doors = doors;
+        self
+    }
+
+    /// Whether an API Gateway stage stays at the start of the path the service sees
+    /// (default: no). `lambda_http` puts it there (`/prod/hello`) unless
+    /// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set; taken off, the same routes serve every
+    /// stage, locally and deployed, whether or not the variable is set. Either way the
+    /// path the client called (stage included) reaches the offload layer as a
+    /// [`PublicPrefix`], so a `202`'s `Location` is one the client can call.
+    pub fn keep_stage(mut self, keep: bool) -> Self {
+        self.keep_stage = keep;
         self
     }
 }
@@ -66,54 +84,58 @@ pub struct LambdaService<S> {
     layer: LambdaLayer,
 }
 
-/// The instant of a Unix time in milliseconds, on the clock deadlines use.
-fn instant_of(epoch_ms: i128) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i128);
-    let now = Instant::now();
-    let delta = Duration::from_millis(
-        u64::try_from((epoch_ms - now_ms).unsigned_abs()).unwrap_or(u64::MAX),
-    );
-    if epoch_ms >= now_ms {
-        now.checked_add(delta).unwrap_or(now)
-    } else {
-        now.checked_sub(delta).unwrap_or(now)
+/// The front door of an event and when it arrived there.
+fn arrival(context: &RequestContext) -> Option<(FrontDoor, i64)> {
+    match context {
+        RequestContext::ApiGatewayV1(context) => {
+            Some((FrontDoor::RestApi, context.request_time_epoch))
+        }
+        RequestContext::ApiGatewayV2(context) => {
+            Some((v2_door(context.domain_name.as_deref()), context.time_epoch))
+        }
+        RequestContext::Alb(_) => Some((FrontDoor::Alb, 0)),
+        _ => None,
     }
 }
 
-fn before(at: Instant, margin: Duration) -> Instant {
-    at.checked_sub(margin).unwrap_or(at)
+/// The stage and the path the client called, for the events of API Gateway's stages.
+fn stage_and_client_path<B>(request: &Request<B>) -> Option<(&str, &str)> {
+    let (stage, client_path) = match request.request_context_ref()? {
+        // `requestContext.path` is what the client called: `/prod/hello`.
+        RequestContext::ApiGatewayV1(context) => {
+            (context.stage.as_deref()?, context.path.as_deref()?)
+        }
+        // `rawPath` holds the stage for a named stage: `/prod/hello`.
+        RequestContext::ApiGatewayV2(context) => {
+            (context.stage.as_deref()?, request.raw_http_path())
+        }
+        _ => return None,
+    };
+    Some((stage, client_path)).filter(|(stage, _)| !stage.is_empty() && *stage != "$default")
+}
+
+/// `path` without a leading `/<stage>` segment.
+fn without_stage<'a>(path: &'a str, stage: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix('/')?.strip_prefix(stage)?;
+    match rest {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
 }
 
 impl<S> LambdaService<S> {
     crate::inner_service_accessors!();
 
     fn deadlines<B>(&self, request: &Request<B>) -> (Option<Deadline>, Option<Deadline>) {
-        let margin = self.layer.margin;
-        let function = request
-            .lambda_context_ref()
-            .filter(|context| context.deadline > 0)
-            .map(|context| {
-                let at = before(instant_of(i128::from(context.deadline)), margin);
-                Deadline::at(at, DeadlineSource::Function)
-            });
-        let arrival = match request.request_context_ref() {
-            Some(RequestContext::ApiGatewayV1(context)) => {
-                Some((context.request_time_epoch, API_GATEWAY_REST_CAP))
-            }
-            Some(RequestContext::ApiGatewayV2(context)) => {
-                Some((context.time_epoch, API_GATEWAY_HTTP_CAP))
-            }
-            _ => None,
-        };
-        let gateway = arrival.filter(|(epoch, _)| *epoch > 0).map(|(epoch, cap)| {
-            let at = before(
-                instant_of(i128::from(epoch) + cap.as_millis() as i128),
-                margin,
-            );
-            Deadline::at(at, DeadlineSource::Gateway)
+        let doors = &self.layer.doors;
+        let function = request.lambda_context_ref().and_then(|context| {
+            doors.function(i64::try_from(context.deadline).unwrap_or(i64::MAX))
         });
+        let gateway = request
+            .request_context_ref()
+            .and_then(arrival)
+            .and_then(|(door, arrived)| doors.gateway(door, arrived));
         let foreground = [
             gateway,
             function,
@@ -123,6 +145,39 @@ impl<S> LambdaService<S> {
         .flatten()
         .reduce(Deadline::min);
         (foreground, function)
+    }
+
+    /// Takes the stage off the path (unless kept) and records the part of the client's
+    /// path in front of what the service sees.
+    fn route<B>(&self, request: &mut Request<B>) {
+        let Some((stage, client_path)) = stage_and_client_path(request) else {
+            return;
+        };
+        let path = request.uri().path();
+        let routed = match without_stage(path, stage) {
+            Some(rest) if !self.layer.keep_stage => rest,
+            _ => path,
+        };
+        let prefix = client_path
+            .strip_suffix(routed)
+            .filter(|prefix| !prefix.is_empty())
+            .map(str::to_owned);
+        if routed.len() != path.len() {
+            let mut parts = request.uri().clone().into_parts();
+            let query = request
+                .uri()
+                .query()
+                .map_or(String::new(), |q| format!("?{q}"));
+            if let Ok(path_and_query) = format!("{routed}{query}").parse() {
+                parts.path_and_query = Some(path_and_query);
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    *request.uri_mut() = uri;
+                }
+            }
+        }
+        if let Some(prefix) = prefix {
+            request.extensions_mut().insert(PublicPrefix(prefix));
+        }
     }
 }
 
@@ -148,6 +203,11 @@ where
                 .extensions_mut()
                 .insert(BackgroundDeadline(deadline));
         }
+        if let Some(context) = request.lambda_context_ref() {
+            let invocation = Invocation(Arc::from(context.request_id.as_str()));
+            request.extensions_mut().insert(invocation);
+        }
+        self.route(&mut request);
         self.inner.call(request)
     }
 }

@@ -11,32 +11,53 @@
 //!
 //! [`LambdaLayer`], which [`run`] applies outermost, sets on every request:
 //!
-//! - the [`Deadline`](crate::deadline::Deadline): the earliest of the API gateway's arrival time
-//!   (`requestContext.requestTimeEpoch` for REST APIs, `timeEpoch` for HTTP APIs) plus its
-//!   cap (29 s, 30 s) minus the margin, which counts cold start and queueing, and the
-//!   function's own deadline minus the margin. A [`DeadlineLayer`](crate::DeadlineLayer)
-//!   inside keeps the earlier of this and its own budget;
-//! - the [`BackgroundDeadline`](crate::offload::BackgroundDeadline) of detached work: the function's deadline minus the margin.
-//!   Work still running then is stored as failed (`lambda deadline`) and the extension
-//!   releases the invocation before Lambda cuts it.
+//! - the [`Deadline`](crate::deadline::Deadline): the earliest of the front door's arrival
+//!   time plus its cap and the function's own deadline, each minus the margin, so cold start
+//!   and queueing count. The front door is told from the event ([`FrontDoors`]): REST APIs
+//!   (`requestTimeEpoch`, 29 s or your raised integration timeout), HTTP APIs (`timeEpoch`,
+//!   30 s), function URLs (payload 2.0 from `*.lambda-url.*`) and ALB (no cap but the
+//!   function's). A function deadline that is no plausible epoch (`cargo lambda watch`
+//!   sends a constant) is taken as none, with one warning. Put
+//!   [`DeadlineLayer::inherit`](crate::DeadlineLayer::inherit) inside to answer `504` at
+//!   that deadline;
+//! - the [`BackgroundDeadline`](crate::offload::BackgroundDeadline) of detached work: the
+//!   function's deadline minus the margin. Work still running then is stored as failed
+//!   (`lambda deadline`) and the extension releases the invocation before Lambda cuts it;
+//! - the path without an API Gateway stage (`/prod/hello` becomes `/hello`, whether or not
+//!   `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set), and the part of the client's path in
+//!   front of it as a [`PublicPrefix`](crate::offload::PublicPrefix), so that a `202`'s
+//!   `Location` is `/prod/tasks/<id>`, the path the client must call.
+//!
+//! Each invocation is held only for the work it detached. On Lambda Managed Instances
+//! (`AWS_LAMBDA_MAX_CONCURRENCY` above 1) the runtime serves that many invocations at once
+//! and nothing is held: those environments never freeze.
+//!
+//! While an environment is held, Lambda sends every other invocation, the client's polls
+//! included, to other environments: the offload store must be shared (Redis), and the
+//! runner warns at init when it is local to the process.
 //!
 //! # Example
 //!
 //! ```no_run
 //! use axum::{routing::post, Router};
 //! use tower::{Layer, ServiceBuilder};
-//! use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
+//! use tower_serverless::deadline::FrontDoors;
+//! use tower_serverless::lambda::Runner;
+//! use tower_serverless::offload::RedisStore;
+//! use tower_serverless::{DeadlineLayer, EscalateLayer, OffloadLayer};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), lambda_http::Error> {
-//!     let offload = OffloadLayer::new(MemoryStore::new());
+//!     let offload = OffloadLayer::new(RedisStore::connect("redis://cache:6379").await?);
 //!     let app = Router::new()
 //!         .route("/reports", post(|| async { "the report" }))
 //!         .layer(offload.clone())
 //!         .merge(offload.status_router())
-//!         .layer(DeadlineLayer::api_gateway_rest());
+//!         .layer(DeadlineLayer::inherit());
 //!     let service = EscalateLayer::new().layer(app);
-//!     tower_serverless::lambda::run(service, &offload).await
+//!     // A REST API whose integration timeout was raised to 120 s.
+//!     let doors = FrontDoors::new().rest_cap(std::time::Duration::from_secs(120))?;
+//!     Runner::new().front_doors(doors).offload(&offload).run(service).await
 //! }
 //! ```
 
@@ -45,3 +66,4 @@ mod runner;
 
 pub use self::layer::{LambdaLayer, LambdaService};
 pub use self::runner::{run, Runner};
+pub use crate::deadline::{FrontDoor, FrontDoors};

@@ -1,5 +1,8 @@
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use lambda_extension::{service_fn, Extension, NextEvent};
 use lambda_http::lambda_runtime::{self, Diagnostic};
@@ -7,7 +10,7 @@ use lambda_http::{IntoResponse, Request, Service};
 use tower::Layer;
 
 use super::layer::{Invocations, LambdaLayer, TrackLayer};
-use crate::deadline::DEFAULT_MARGIN;
+use crate::deadline::{plausible_deadline, FrontDoors};
 use crate::offload::{DetachedTasks, OffloadLayer};
 
 /// Runs `service` under `lambda_http`, holding each invocation open until the work that
@@ -18,23 +21,22 @@ use crate::offload::{DetachedTasks, OffloadLayer};
 /// When the extension cannot register or the runtime fails, as `lambda_http::run` does.
 pub async fn run<S, R, E>(service: S, offload: &OffloadLayer) -> Result<(), lambda_http::Error>
 where
-    S: Service<Request, Response = R, Error = E>,
+    S: Service<Request, Response = R, Error = E> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    R: IntoResponse,
-    E: fmt::Debug + Into<Diagnostic>,
+    R: IntoResponse + Send + 'static,
+    E: fmt::Debug + Into<Diagnostic> + Send + 'static,
 {
-    Runner::new()
-        .wait_for(offload.detached())
-        .run(service)
-        .await
+    Runner::new().offload(offload).run(service).await
 }
 
-/// [`run`] with its settings: the margin, and every [`DetachedTasks`] to wait for.
+/// [`run`] with its settings: the front doors' caps and margin, the stage, and every
+/// [`OffloadLayer`] whose detached work an invocation waits for.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Runner {
-    margin: Duration,
+    layer: LambdaLayer,
     detached: Vec<DetachedTasks>,
+    local_store: bool,
 }
 
 impl Default for Runner {
@@ -43,19 +45,46 @@ impl Default for Runner {
     }
 }
 
+/// How long an invocation is held when its deadline is no plausible epoch (`cargo lambda
+/// watch`): the longest a Lambda invocation may run.
+const HOLD_WITHOUT_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
 impl Runner {
-    /// A runner with a 1 s margin that waits for no detached task yet.
+    /// A runner with the caps of [`FrontDoors::new`] and a 1 s margin, that waits for no
+    /// detached task yet.
     pub fn new() -> Self {
         Self {
-            margin: DEFAULT_MARGIN,
+            layer: LambdaLayer::new(),
             detached: Vec::new(),
+            local_store: false,
         }
     }
 
-    /// The margin kept below the gateway's cap and the function's deadline (default 1 s).
+    /// The margin kept below the front door's cap and the function's deadline (default 1 s).
     pub fn margin(mut self, margin: Duration) -> Self {
-        self.margin = margin;
+        self.layer = self.layer.margin(margin);
         self
+    }
+
+    /// The front doors' caps and margin: set [`FrontDoors::rest_cap`] when your REST API's
+    /// integration timeout was raised.
+    pub fn front_doors(mut self, doors: FrontDoors) -> Self {
+        self.layer = self.layer.front_doors(doors);
+        self
+    }
+
+    /// Whether an API Gateway stage stays at the start of the path (default: no); see
+    /// [`LambdaLayer::keep_stage`].
+    pub fn keep_stage(mut self, keep: bool) -> Self {
+        self.layer = self.layer.keep_stage(keep);
+        self
+    }
+
+    /// Waits for the work `offload` detaches, and warns at init when its store is local to
+    /// the process: on Lambda, polls land on other environments, which do not have it.
+    pub fn offload(mut self, offload: &OffloadLayer) -> Self {
+        self.local_store |= !offload.config.store.is_shared();
+        self.wait_for(offload.detached())
     }
 
     /// Also waits for these detached tasks (from [`OffloadLayer::detached`]).
@@ -64,19 +93,37 @@ impl Runner {
         self
     }
 
-    /// Registers the extension, then runs `service` under `lambda_http` with
-    /// [`LambdaLayer`] outermost.
+    /// Runs `service` under `lambda_http` with [`LambdaLayer`] outermost.
+    ///
+    /// With `AWS_LAMBDA_MAX_CONCURRENCY` above 1 (Lambda Managed Instances) the runtime
+    /// serves that many invocations at once and the environment never freezes: no
+    /// extension is registered and nothing is held. Otherwise an internal extension is
+    /// registered during init and holds each invocation until its response is posted and
+    /// the work it detached is done.
     ///
     /// # Errors
     ///
     /// When the extension cannot register or the runtime fails.
     pub async fn run<S, R, E>(self, service: S) -> Result<(), lambda_http::Error>
     where
-        S: Service<Request, Response = R, Error = E>,
+        S: Service<Request, Response = R, Error = E> + Clone + Send + 'static,
         S::Future: Send + 'static,
-        R: IntoResponse,
-        E: fmt::Debug + Into<Diagnostic>,
+        R: IntoResponse + Send + 'static,
+        E: fmt::Debug + Into<Diagnostic> + Send + 'static,
     {
+        if self.local_store {
+            tracing::warn!(
+                target: "tower_serverless::lambda",
+                "the offload store is local to this process: on Lambda a poll lands on another environment, \
+                 which answers 404 for a pending task; use a shared store (RedisStore, or another TaskStore)"
+            );
+        }
+        let service = Converted(self.layer.layer(service));
+        let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service))
+            .layer(lambda_runtime::layers::TracingLayer::new());
+        if managed_concurrency() {
+            return runtime.run_concurrent().await;
+        }
         let invocations = Invocations::default();
         let waiting = invocations.clone();
         let detached = self.detached;
@@ -102,34 +149,68 @@ impl Runner {
             .with_extension_name("tower-serverless")
             .register()
             .await?;
-        let service = LambdaLayer::new().margin(self.margin).layer(service);
         // `lambda_http::run`, with the tracking outermost: an invocation is finished once
         // its response or error is posted, whatever the handler did.
-        let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service))
-            .layer(lambda_runtime::layers::TracingLayer::new())
-            .layer(TrackLayer(invocations));
-        tokio::try_join!(runtime.run(), extension.run())?;
+        let runtime = runtime.layer(TrackLayer(invocations));
+        tokio::try_join!(runtime.run_concurrent(), extension.run())?;
         Ok(())
     }
 }
 
-/// Holds the invocation until its response or error is posted and no detached task runs,
-/// and never
-/// past the function's deadline.
+/// Converts the service's response into `lambda_http`'s own, as `lambda_http::run` does
+/// after the service: the runtime's concurrent mode needs a response type that is `Sync`,
+/// which an axum body is not.
+#[derive(Clone)]
+struct Converted<S>(S);
+
+impl<S, R, E> Service<Request> for Converted<S>
+where
+    S: Service<Request, Response = R, Error = E>,
+    S::Future: Send + 'static,
+    R: IntoResponse + Send + 'static,
+{
+    type Response = lambda_http::Response<lambda_http::Body>;
+    type Error = E;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, E>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let converted = response.await?.into_response();
+            Ok(converted.await)
+        })
+    }
+}
+
+/// Whether this environment runs several invocations at once (Lambda Managed Instances).
+fn managed_concurrency() -> bool {
+    std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|value| value.trim().parse::<u32>().ok())
+        .is_some_and(|max| max > 1)
+}
+
+/// Holds the invocation until its response or error is posted and the work it detached is
+/// done, and never past the function's deadline (15 min when the deadline is no plausible
+/// epoch, as under `cargo lambda watch`).
 async fn hold(
     invocations: &Invocations,
     detached: &[DetachedTasks],
     request_id: &str,
     deadline_ms: u64,
 ) {
-    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let left = deadline
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
+    let left = plausible_deadline(i64::try_from(deadline_ms).unwrap_or(i64::MAX))
+        .map_or(HOLD_WITHOUT_DEADLINE, |at| {
+            at.saturating_duration_since(tokio::time::Instant::now())
+        });
     let done = async {
         invocations.finished(request_id).await;
         for tasks in detached {
-            tasks.wait_idle().await;
+            tasks.wait_invocation(request_id).await;
         }
     };
     if tokio::time::timeout(left, done).await.is_err() {

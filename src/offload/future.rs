@@ -13,10 +13,10 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{BoxError, Service};
 
-use super::detached::{self, catch_panic, reason};
-use super::layer::Config;
+use super::config::Config;
+use super::detached::{self, catch_panic, Invocation, Reservation};
 use super::store::{Created, NewTask, StoredResponse, TaskOutcome};
-use super::TaskId;
+use super::{reason, TaskId};
 use crate::deadline::{Deadline, DeadlineSource};
 
 type Answer<B, E> = Result<Response<Either<B, Full<Bytes>>>, E>;
@@ -141,7 +141,11 @@ pub(crate) fn bad_idempotency_key() -> Response<Full<Bytes>> {
 
 pub(crate) fn retry_after(after: Duration) -> HeaderValue {
     // Whole seconds, rounded up: a client must not come back before the hint.
-    HeaderValue::from(after.as_secs() + u64::from(after.subsec_nanos() > 0))
+    HeaderValue::from(
+        after
+            .as_secs()
+            .saturating_add(u64::from(after.subsec_nanos() > 0)),
+    )
 }
 
 /// What an offloadable request needs to become a task.
@@ -149,20 +153,38 @@ pub(crate) struct Plan {
     pub(crate) config: Arc<Config>,
     pub(crate) owner: Option<String>,
     pub(crate) applied: Option<HeaderValue>,
+    /// What goes in front of the status URL: the public prefix and the axum nesting.
+    pub(crate) base: Option<String>,
+    /// The Lambda invocation of the request, which is held for the work it detaches.
+    pub(crate) invocation: Option<Invocation>,
     /// Set by the host for work detached from this request (the Lambda runner: the
     /// function's deadline).
     pub(crate) background: Option<Deadline>,
 }
 
 impl Plan {
-    /// Creates the task's pending record; `None` (logged) when it could not be stored.
-    async fn create(&self, idempotency_key: Option<String>) -> Option<(TaskId, Created)> {
-        let id = match TaskId::random() {
+    /// Reserves a place among the running detached tasks and creates the task's pending
+    /// record; `None` (logged) when there is no place or the record could not be stored.
+    async fn create(
+        &self,
+        idempotency_key: Option<String>,
+    ) -> Option<(TaskId, Created, Reservation)> {
+        let id = match &idempotency_key {
+            Some(key) => TaskId::random_for(self.owner.as_deref(), key),
+            None => TaskId::random(),
+        };
+        let id = match id {
             Ok(id) => id,
             Err(error) => {
                 tracing::error!(target: "tower_serverless::offload", %error, "no randomness for a task id; answering in the foreground");
                 return None;
             }
+        };
+        let detached = &self.config.detached;
+        let reserved = detached.reserve(id, self.config.max_detached, self.invocation.clone());
+        let Some(reservation) = reserved else {
+            tracing::debug!(target: "tower_serverless::offload", "no place for another detached task; answering in the foreground");
+            return None;
         };
         let task = NewTask {
             id,
@@ -172,8 +194,10 @@ impl Plan {
             ttl: self.config.ttl,
         };
         match self.config.store.create(task).await {
-            Ok(Created::Existing(existing)) => Some((existing, Created::Existing(existing))),
-            Ok(Created::New) => Some((id, Created::New)),
+            Ok(Created::Existing(existing)) => {
+                Some((existing, Created::Existing(existing), reservation))
+            }
+            Ok(Created::New) => Some((id, Created::New, reservation)),
             Err(error) => {
                 tracing::warn!(target: "tower_serverless::offload", %error, "could not store a task; answering in the foreground");
                 None
@@ -183,9 +207,11 @@ impl Plan {
 
     /// The `202 Accepted` for task `id`.
     fn accepted<B>(&self, id: TaskId) -> Response<Either<B, Full<Bytes>>> {
-        let status_url = self.config.status_url(id);
-        // Neither the id (hex) nor the prefix (checked at configuration) needs JSON escaping.
-        let body = format!(r#"{{"id":"{id}","status":"pending","status_url":"{status_url}"}}"#);
+        let status_url = self.config.status_url(self.base.as_deref(), id);
+        // The id is hex and the prefix was checked at configuration; the base comes from the
+        // request, so the URL is escaped.
+        let quoted = serde_json::Value::from(status_url.as_str());
+        let body = format!(r#"{{"id":"{id}","status":"pending","status_url":{quoted}}}"#);
         let mut response = crate::response::json(StatusCode::ACCEPTED, body);
         let headers = response.headers_mut();
         if let Ok(location) = HeaderValue::try_from(status_url) {
@@ -195,29 +221,31 @@ impl Plan {
         applied_to(response, self.applied.clone()).map(Either::Right)
     }
 
-    /// Moves `future` to a detached task that stores its outcome.
-    fn detach<F, B, E>(&self, id: TaskId, future: Pin<Box<F>>)
+    /// Moves `future` to a detached task, in the place `reservation` holds, that stores
+    /// its outcome.
+    fn detach<F, B, E>(&self, reservation: Reservation, id: TaskId, future: Pin<Box<F>>)
     where
         F: Future<Output = Result<Response<B>, E>> + Send + 'static,
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
         E: Into<BoxError> + Send + 'static,
     {
-        let work = detached::outcome(id, future, self.config.max_result_bytes);
-        let (work, deadline) = detached::bounded(work, self.background_deadline());
-        let run = detached::run(self.config.clone(), id, work, deadline);
-        self.config.detached.spawn(id, run);
+        let config = self.config.clone();
+        let deadline = self.background_deadline();
+        let work = detached::bounded(
+            async move {
+                detached::outcome(id, future, config.max_result_bytes, &config.escalation).await
+            },
+            deadline,
+        );
+        reservation.spawn(detached::run(self.config.clone(), id, work, deadline));
     }
 
-    fn background_deadline(&self) -> Option<Deadline> {
-        let configured = self
-            .config
-            .background
-            .map(|budget| Deadline::after(budget, DeadlineSource::Background));
-        match (configured, self.background) {
-            (Some(configured), Some(host)) => Some(configured.min(host)),
-            (configured, host) => configured.or(host),
-        }
+    /// The configured background budget from now, or the host's deadline when earlier.
+    fn background_deadline(&self) -> Deadline {
+        let configured = Deadline::after(self.config.background, DeadlineSource::Background);
+        self.background
+            .map_or(configured, |host| configured.min(host))
     }
 
     /// Stores the task and answers `202`, or waits in the foreground when it cannot be stored.
@@ -229,8 +257,8 @@ impl Plan {
         E: Into<BoxError> + Send + 'static,
     {
         match self.create(None).await {
-            Some((id, _)) => {
-                self.detach(id, future);
+            Some((id, _, reservation)) => {
+                self.detach(reservation, id, future);
                 Ok(self.accepted(id))
             }
             None => future.await.map(|response| response.map(Either::Left)),
@@ -256,9 +284,9 @@ where
     B::Error: Into<BoxError>,
     ReqBody: Send + 'static,
 {
-    let id = match plan.create(Some(key)).await {
-        Some((existing, Created::Existing(_))) => return Ok(plan.accepted(existing)),
-        Some((id, Created::New)) => id,
+    let (id, reservation) = match plan.create(Some(key)).await {
+        Some((existing, Created::Existing(_), _)) => return Ok(plan.accepted(existing)),
+        Some((id, Created::New, reservation)) => (id, reservation),
         None => {
             ready::<S, Request<ReqBody>>(&mut inner).await?;
             return inner
@@ -268,8 +296,9 @@ where
         }
     };
     let store = &*plan.config.store;
+    let retry_for = plan.config.store_retry;
     if let Err(error) = ready::<S, Request<ReqBody>>(&mut inner).await {
-        detached::finish(store, id, TaskOutcome::Failed(reason::FAILED.to_owned())).await;
+        detached::finish(store, id, TaskOutcome::failed(reason::FAILED), retry_for).await;
         return Err(error);
     }
     let mut future = Box::pin(inner.call(request));
@@ -282,15 +311,15 @@ where
     };
     match raced {
         None => {
-            plan.detach(id, future);
+            plan.detach(reservation, id, future);
             Ok(plan.accepted(id))
         }
         Some(Err(panic)) => {
-            detached::finish(store, id, TaskOutcome::Failed(reason::PANICKED.to_owned())).await;
+            detached::finish(store, id, TaskOutcome::failed(reason::PANICKED), retry_for).await;
             std::panic::resume_unwind(panic)
         }
         Some(Ok(Err(error))) => {
-            detached::finish(store, id, TaskOutcome::Failed(reason::FAILED.to_owned())).await;
+            detached::finish(store, id, TaskOutcome::failed(reason::FAILED), retry_for).await;
             Err(error)
         }
         Some(Ok(Ok(response))) => {
@@ -303,7 +332,8 @@ where
                     detached::finish(
                         store,
                         id,
-                        TaskOutcome::Failed(reason::BODY_FAILED.to_owned()),
+                        TaskOutcome::failed(reason::BODY_FAILED),
+                        retry_for,
                     )
                     .await;
                     return Ok(crate::response::problem(
@@ -321,9 +351,9 @@ where
                     body: bytes.clone(),
                 })
             } else {
-                TaskOutcome::Failed(format!("the result exceeded {max} bytes"))
+                TaskOutcome::failed(reason::too_large(max))
             };
-            detached::finish(store, id, outcome).await;
+            detached::finish(store, id, outcome, retry_for).await;
             let response = Response::from_parts(parts, Either::Right(Full::new(bytes)));
             Ok(applied_to(response, plan.applied))
         }

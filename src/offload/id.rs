@@ -18,6 +18,28 @@ impl TaskId {
         Ok(Self(bytes))
     }
 
+    /// A random id for a task with an idempotency key: its first 16 bits are derived from
+    /// the key's scope (`owner` and `key`), the other 112 are random. A store can then keep
+    /// a task and its key in one partition: `RedisStore` puts both in one Redis Cluster
+    /// hash slot. Create keyed [`NewTask`]s with it.
+    ///
+    /// [`NewTask`]: super::store::NewTask
+    ///
+    /// # Errors
+    ///
+    /// When the operating system has no randomness to give.
+    pub fn random_for(owner: Option<&str>, key: &str) -> Result<Self, NoRandomness> {
+        let mut id = Self::random()?;
+        id.0[..2].copy_from_slice(&scope_tag(owner, key));
+        Ok(id)
+    }
+
+    /// The first 16 bits: a store's partition for the task.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn tag(&self) -> [u8; 2] {
+        [self.0[0], self.0[1]]
+    }
+
     /// The id as bytes.
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
@@ -34,6 +56,28 @@ impl fmt::Debug for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TaskId({self})")
     }
+}
+
+/// The partition of an idempotency scope: FNV-1a over the owner's length, the owner and the
+/// key, folded to 16 bits. Stable across processes and versions, as stored keys need.
+pub(crate) fn scope_tag(owner: Option<&str>, key: &str) -> [u8; 2] {
+    let owner = owner.unwrap_or_default();
+    let length = owner.len().to_string();
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in [
+        length.as_bytes(),
+        b":",
+        owner.as_bytes(),
+        b":",
+        key.as_bytes(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        hash = (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193);
+    }
+    let folded = (hash >> 16) ^ (hash & 0xffff);
+    [(folded >> 8) as u8, folded as u8]
 }
 
 /// The operating system gave no randomness for a [`TaskId`].

@@ -6,14 +6,13 @@ use http::request::Parts;
 use http::Method;
 use tower::Layer;
 
+use super::config::Config;
 use super::detached::DetachedTasks;
 use super::status::TaskStatusService;
 use super::store::TaskStore;
 use super::Offload;
+use crate::escalate::EscalateLayer;
 use crate::ConfigError;
-
-type OwnerFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
-type FilterFn = dyn Fn(&Parts) -> bool + Send + Sync;
 
 /// Answers `202 Accepted` with a task id for requests that run past a threshold, and lets
 /// their work finish in the background.
@@ -26,34 +25,6 @@ pub struct OffloadLayer {
     pub(crate) config: Arc<Config>,
 }
 
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) store: Arc<dyn TaskStore>,
-    pub(crate) detached: DetachedTasks,
-    pub(crate) after: Duration,
-    pub(crate) max_wait: Duration,
-    pub(crate) margin: Duration,
-    pub(crate) background: Option<Duration>,
-    pub(crate) max_result_bytes: usize,
-    pub(crate) ttl: Duration,
-    pub(crate) lease: Duration,
-    pub(crate) retry_after: Duration,
-    pub(crate) prefix: String,
-    pub(crate) methods: Vec<Method>,
-    pub(crate) filter: Option<Arc<FilterFn>>,
-    pub(crate) owner: Option<Arc<OwnerFn>>,
-}
-
-impl Config {
-    pub(crate) fn owner_of(&self, parts: &Parts) -> Option<String> {
-        self.owner.as_ref().and_then(|owner| owner(parts))
-    }
-
-    pub(crate) fn status_url(&self, id: super::TaskId) -> String {
-        format!("{}/{id}", self.prefix)
-    }
-}
-
 impl OffloadLayer {
     /// A layer keeping its tasks in `store`, with the status endpoint at `/tasks`.
     pub fn new(store: impl TaskStore) -> Self {
@@ -63,22 +34,7 @@ impl OffloadLayer {
     /// Like [`new`](Self::new), for a store that is already shared.
     pub fn with_store(store: Arc<dyn TaskStore>) -> Self {
         Self {
-            config: Arc::new(Config {
-                store,
-                detached: DetachedTasks::default(),
-                after: Duration::from_secs(2),
-                max_wait: Duration::from_secs(20),
-                margin: Duration::from_millis(500),
-                background: None,
-                max_result_bytes: 6 << 20,
-                ttl: Duration::from_secs(15 * 60),
-                lease: Duration::from_secs(60),
-                retry_after: Duration::from_secs(1),
-                prefix: "/tasks".to_owned(),
-                methods: vec![Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
-                filter: None,
-                owner: None,
-            }),
+            config: Arc::new(Config::new(store)),
         }
     }
 
@@ -107,11 +63,55 @@ impl OffloadLayer {
         self
     }
 
-    /// The budget of detached work, counted from when it is detached; it replaces the
-    /// foreground deadline for everything below the layer. None by default (on Lambda the
-    /// runner sets the function's deadline).
-    pub fn background_deadline(mut self, budget: Duration) -> Self {
-        self.config().background = Some(budget);
+    /// The budget of detached work, counted from when it is detached (default
+    /// [`DEFAULT_BACKGROUND_BUDGET`](super::DEFAULT_BACKGROUND_BUDGET), 15 min); it replaces the foreground deadline for
+    /// everything below the layer. Work still running then, including a response body
+    /// still streaming, is stopped and stored as failed
+    /// ([`reason::BACKGROUND_DEADLINE`](super::reason::BACKGROUND_DEADLINE)). On Lambda the
+    /// function's deadline also bounds it.
+    ///
+    /// # Errors
+    ///
+    /// When `budget` is zero: no detached work could finish.
+    pub fn background_deadline(mut self, budget: Duration) -> Result<Self, ConfigError> {
+        if budget.is_zero() {
+            return Err(ConfigError("the background budget must be above zero"));
+        }
+        self.config().background = budget;
+        Ok(self)
+    }
+
+    /// The most detached tasks that run at once in this process (default
+    /// [`DEFAULT_MAX_DETACHED`](super::DEFAULT_MAX_DETACHED), 1,000). Past it, a slow request is answered in the
+    /// foreground, as when the store refuses a task, and `Prefer: respond-async` is not
+    /// applied: no client can start background work faster than it finishes.
+    ///
+    /// # Errors
+    ///
+    /// When `max` is 0: nothing could be offloaded.
+    pub fn max_detached(mut self, max: usize) -> Result<Self, ConfigError> {
+        if max == 0 {
+            return Err(ConfigError("at least one detached task must be allowed"));
+        }
+        self.config().max_detached = max;
+        Ok(self)
+    }
+
+    /// Which responses of detached work are failures with an `error_type` rather than
+    /// results: those the escalate layer's marker and status policies name (its predicate
+    /// is not carried over). By default a response carrying an
+    /// [`Escalation`](crate::Escalation) marker is one. The status endpoint then answers
+    /// the task as `failed`, with `error_type`, instead of `303` to a result.
+    pub fn escalations<O, P>(mut self, escalate: &EscalateLayer<O, P>) -> Self {
+        self.config().escalation = escalate.policy.clone();
+        self
+    }
+
+    /// How long the outcome of detached work is retried when the store refuses the write
+    /// (default 30 s, enough to outlast a typical Redis failover); backoff from 100 ms,
+    /// doubling, at most 5 s apart.
+    pub fn store_retry(mut self, retry_for: Duration) -> Self {
+        self.config().store_retry = retry_for;
         self
     }
 
@@ -238,6 +238,7 @@ impl fmt::Debug for OffloadLayer {
             .field("max_wait", &config.max_wait)
             .field("margin", &config.margin)
             .field("background", &config.background)
+            .field("max_detached", &config.max_detached)
             .field("max_result_bytes", &config.max_result_bytes)
             .field("ttl", &config.ttl)
             .field("lease", &config.lease)

@@ -28,6 +28,20 @@
 //! Tasks live in a [`TaskStore`]: [`MemoryStore`] (bounded, for one process) by default.
 //! On several processes or Lambda instances, polls land anywhere: use a shared store.
 //!
+//! # Bounds
+//!
+//! Detached work is bounded, so that no client can make a process work or hold memory
+//! without end:
+//!
+//! | bound | default | past it |
+//! |---|---|---|
+//! | [`background_deadline`](OffloadLayer::background_deadline) | [`DEFAULT_BACKGROUND_BUDGET`] (15 min; on Lambda also the function's deadline) | the work, or its still-streaming body, stops; failed: [`reason::BACKGROUND_DEADLINE`] |
+//! | [`max_detached`](OffloadLayer::max_detached) running tasks | [`DEFAULT_MAX_DETACHED`] (1,000) | answered in the foreground, `Prefer: respond-async` too |
+//! | [`max_result_bytes`](OffloadLayer::max_result_bytes) | 6 MiB | failed: [`reason::too_large`] |
+//! | [`MemoryStore`] tasks and bytes | 10,000 and 256 MiB | finished results stay until their [`ttl`](OffloadLayer::ttl) (15 min): the new task is refused (foreground) or the result fails ([`reason::NO_ROOM`]) |
+//! | [`store_retry`](OffloadLayer::store_retry) of a completion | 30 s | the outcome is lost (logged); the task reads `worker lost` once its lease lapses |
+//! | [`DetachedTasks::shutdown`] | the grace you give | what still runs is failed: [`reason::SHUT_DOWN`] |
+//!
 //! # Example
 //!
 //! ```
@@ -63,18 +77,25 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackgroundDeadline(pub crate::deadline::Deadline);
 
+mod config;
 mod detached;
 pub mod future;
 mod id;
 mod layer;
+mod location;
 mod prefer;
+pub mod reason;
 mod service;
 mod status;
 pub mod store;
 
+pub use self::config::{DEFAULT_BACKGROUND_BUDGET, DEFAULT_MAX_DETACHED};
 pub use self::detached::DetachedTasks;
+#[cfg(feature = "lambda")]
+pub(crate) use self::detached::Invocation;
 pub use self::id::{InvalidTaskId, NoRandomness, TaskId};
 pub use self::layer::OffloadLayer;
+pub use self::location::PublicPrefix;
 pub use self::service::Offload;
 pub use self::status::TaskStatusService;
 #[cfg(feature = "redis")]

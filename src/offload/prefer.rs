@@ -17,12 +17,15 @@ pub(crate) fn parse(headers: &HeaderMap) -> Preferences {
     for token in values
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(split_outside_quotes(','))
     {
         // Parameters after `;` do not change these two preferences.
-        let token = token.split(';').next().unwrap_or_default().trim();
+        let token = split_outside_quotes(';')(token)
+            .next()
+            .unwrap_or_default()
+            .trim();
         let (name, value) = match token.split_once('=') {
-            Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+            Some((name, value)) => (name.trim(), Some(unquote(value.trim()))),
             None => (token, None),
         };
         if name.eq_ignore_ascii_case("respond-async") && value.is_none() {
@@ -38,6 +41,35 @@ pub(crate) fn parse(headers: &HeaderMap) -> Preferences {
         }
     }
     preferences
+}
+
+/// Splits at `separator` where it is not inside a quoted string (with `\` escapes).
+fn split_outside_quotes(separator: char) -> impl Fn(&str) -> std::vec::IntoIter<&str> {
+    move |text| {
+        let mut parts = Vec::new();
+        let (mut start, mut quoted, mut escaped) = (0, false, false);
+        for (at, c) in text.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                _ if c == separator && !quoted => {
+                    parts.push(&text[start..at]);
+                    start = at + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&text[start..]);
+        parts.into_iter()
+    }
+}
+
+fn unquote(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
 }
 
 #[cfg(test)]
@@ -71,6 +103,16 @@ mod tests {
             }
         );
         assert_eq!(prefer(&["wait=1", "wait=9"]).wait, secs(1));
+        // A comma or semicolon inside a quoted string separates nothing.
+        assert_eq!(
+            prefer(&[r#"foo="a, wait=1", wait=4"#]),
+            Preferences {
+                respond_async: false,
+                wait: secs(4)
+            }
+        );
+        assert!(prefer(&[r#"handling="x;y, respond-async", respond-async"#]).respond_async);
+        assert!(!prefer(&[r#"foo="respond-async, \"still quoted""#]).respond_async);
         for bad in [
             "wait",
             "wait=",

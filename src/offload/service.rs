@@ -8,8 +8,9 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::{Either, Full};
 use tower::{BoxError, Service};
 
+use super::config::Config;
+use super::detached::Invocation;
 use super::future::{keyed, Plan, ResponseFuture};
-use super::layer::Config;
 use super::{prefer, BackgroundDeadline};
 use crate::deadline::{self, Deadline};
 
@@ -97,14 +98,20 @@ where
         };
 
         let preferences = prefer::parse(request.headers());
-        let immediate = preferences.respond_async;
         let wait = preferences.wait.map(|wait| wait.min(config.max_wait));
-        let applied = if immediate {
-            Some(HeaderValue::from_static("respond-async"))
-        } else {
-            wait.map(|wait| {
-                HeaderValue::try_from(format!("wait={}", wait.as_secs())).expect("ASCII digits")
-            })
+        // RFC 7240: `respond-async` with `wait=N` asks for the asynchronous answer only
+        // past N seconds; alone, at once.
+        let immediate = preferences.respond_async && wait.is_none();
+        let applied = match (preferences.respond_async, wait) {
+            (false, None) => None,
+            (true, None) => Some(HeaderValue::from_static("respond-async")),
+            (respond_async, Some(wait)) => {
+                let both = if respond_async { "respond-async, " } else { "" };
+                Some(
+                    HeaderValue::try_from(format!("{both}wait={}", wait.as_secs()))
+                        .expect("ASCII digits"),
+                )
+            }
         };
         // The 202 must leave before the deadline set above this layer.
         let deadline =
@@ -122,6 +129,8 @@ where
             config: config.clone(),
             owner,
             applied,
+            base: super::location::base(request.extensions(), request.uri().path()),
+            invocation: request.extensions().get::<Invocation>().cloned(),
             background: request
                 .extensions()
                 .get::<BackgroundDeadline>()

@@ -12,8 +12,8 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 use tower::Service;
 
+use super::config::Config;
 use super::future::retry_after;
-use super::layer::Config;
 use super::store::{BoxFuture, CancelResult, StoreError, TaskRecord, TaskState};
 use super::TaskId;
 
@@ -21,7 +21,7 @@ use super::TaskId;
 ///
 /// | request | answer |
 /// |---|---|
-/// | `GET <prefix>/<id>` | `200` JSON `{id, status, created_at, finished_at?, error?}`, with `Retry-After` while pending; `303 See Other` to `<prefix>/<id>/result` once succeeded |
+/// | `GET <prefix>/<id>` | `200` JSON `{id, status, created_at, finished_at?, error?, error_type?}`, with `Retry-After` while pending; `303 See Other` to `<prefix>/<id>/result` once succeeded. A poll does not read the stored response. |
 /// | `GET <prefix>/<id>/result` | the stored response replayed (status, headers, body); `404` JSON unless succeeded |
 /// | `DELETE <prefix>/<id>` | cancels a pending task and stops its work: `204`; `409` when it already finished |
 ///
@@ -76,6 +76,7 @@ impl<B> Service<Request<B>> for TaskStatusService {
         let (parts, _) = request.into_parts();
         let config = self.config.clone();
         let target = self.target(parts.uri.path());
+        let base = super::location::base(&parts.extensions, parts.uri.path());
         let owner = config.owner_of(&parts);
         let method = parts.method;
         Box::pin(async move {
@@ -84,7 +85,7 @@ impl<B> Service<Request<B>> for TaskStatusService {
             };
             let answer = match (target, method) {
                 (Target::Status(id), Method::GET | Method::HEAD) => {
-                    status(&config, id, owner).await
+                    status(&config, id, owner, base).await
                 }
                 (Target::Result(id), Method::GET | Method::HEAD) => {
                     result(&config, id, owner).await
@@ -106,13 +107,19 @@ impl<B> Service<Request<B>> for TaskStatusService {
     }
 }
 
-/// The task, when it exists and the caller may see it.
+/// The task, when it exists and the caller may see it; its stored response only
+/// `with_result`.
 async fn visible(
     config: &Config,
     id: TaskId,
     owner: &Option<String>,
+    with_result: bool,
 ) -> Result<Option<TaskRecord>, StoreError> {
-    let record = config.store.get(id).await?;
+    let record = if with_result {
+        config.store.get(id).await?
+    } else {
+        config.store.status(id).await?
+    };
     Ok(record.filter(|record| config.owner.is_none() || &record.owner == owner))
 }
 
@@ -120,8 +127,9 @@ async fn status(
     config: &Config,
     id: TaskId,
     owner: Option<String>,
+    base: Option<String>,
 ) -> Result<Response<Full<Bytes>>, StoreError> {
-    let Some(record) = visible(config, id, &owner).await? else {
+    let Some(record) = visible(config, id, &owner, false).await? else {
         return Ok(not_found(Some(id)));
     };
     let body = record_json(&record);
@@ -135,7 +143,7 @@ async fn status(
         }
         TaskState::Succeeded => {
             let mut response = json(StatusCode::SEE_OTHER, &body);
-            let location = format!("{}/result", config.status_url(id));
+            let location = format!("{}/result", config.status_url(base.as_deref(), id));
             if let Ok(location) = HeaderValue::try_from(location) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
@@ -150,7 +158,7 @@ async fn result(
     id: TaskId,
     owner: Option<String>,
 ) -> Result<Response<Full<Bytes>>, StoreError> {
-    let Some(record) = visible(config, id, &owner).await? else {
+    let Some(record) = visible(config, id, &owner, true).await? else {
         return Ok(not_found(Some(id)));
     };
     Ok(match record.result {
@@ -171,7 +179,7 @@ async fn cancel(
     id: TaskId,
     owner: Option<String>,
 ) -> Result<Response<Full<Bytes>>, StoreError> {
-    if config.owner.is_some() && visible(config, id, &owner).await?.is_none() {
+    if config.owner.is_some() && visible(config, id, &owner, false).await?.is_none() {
         return Ok(not_found(Some(id)));
     }
     Ok(match config.store.cancel(id).await? {
@@ -200,6 +208,9 @@ fn record_json(record: &TaskRecord) -> Value {
     }
     if let Some(error) = &record.error {
         body["error"] = Value::from(error.as_str());
+    }
+    if let Some(error_type) = &record.error_type {
+        body["error_type"] = Value::from(error_type.as_str());
     }
     body
 }

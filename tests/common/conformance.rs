@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use tower_serverless::offload::store::{
-    CancelResult, Created, NewTask, StoredResponse, TaskOutcome, TaskStore, WORKER_LOST,
+    CancelResult, Created, NewTask, StoredResponse, TaskOutcome, TaskStore,
 };
 use tower_serverless::offload::{TaskId, TaskState};
 
@@ -17,6 +17,16 @@ fn task() -> NewTask {
         idempotency_key: None,
         lease: Duration::from_secs(60),
         ttl: Duration::from_secs(60),
+    }
+}
+
+/// A task with an idempotency key, its id made for the key's scope as the layer makes it.
+fn keyed(owner: Option<&str>, key: &str) -> NewTask {
+    NewTask {
+        id: TaskId::random_for(owner, key).unwrap(),
+        owner: owner.map(str::to_owned),
+        idempotency_key: Some(key.to_owned()),
+        ..task()
     }
 }
 
@@ -38,6 +48,7 @@ pub async fn run(store: Arc<dyn TaskStore>) {
     transitions_happen_once(&*store).await;
     cancel(&*store).await;
     idempotency(&*store).await;
+    failures_and_status_reads(&*store).await;
     lease_lapses_to_worker_lost(&*store).await;
     ttl_expires_finished_tasks(&*store).await;
     cancel_racing_finish_has_one_winner(store.clone()).await;
@@ -73,7 +84,7 @@ async fn lifecycle(store: &dyn TaskStore) {
     let unknown = TaskId::random().unwrap();
     assert!(store.get(unknown).await.unwrap().is_none());
     assert!(!store
-        .finish(unknown, TaskOutcome::Failed("x".into()))
+        .finish(unknown, TaskOutcome::failed("x"))
         .await
         .unwrap());
     assert_eq!(store.cancel(unknown).await.unwrap(), CancelResult::NotFound);
@@ -83,7 +94,7 @@ async fn transitions_happen_once(store: &dyn TaskStore) {
     let new = task();
     store.create(new.clone()).await.unwrap();
     assert!(store
-        .finish(new.id, TaskOutcome::Failed("the handler failed".into()))
+        .finish(new.id, TaskOutcome::failed("the handler failed"))
         .await
         .unwrap());
     assert!(!store
@@ -117,13 +128,9 @@ async fn cancel(store: &dyn TaskStore) {
 
 async fn idempotency(store: &dyn TaskStore) {
     let key = format!("key-{}", TaskId::random().unwrap());
-    let mut first = task();
-    first.idempotency_key = Some(key.clone());
-    first.owner = Some("a:b".into());
+    let first = keyed(Some("a:b"), &key);
     assert_eq!(store.create(first.clone()).await.unwrap(), Created::New);
-    let mut again = task();
-    again.idempotency_key = Some(key.clone());
-    again.owner = Some("a:b".into());
+    let again = keyed(Some("a:b"), &key);
     assert_eq!(
         store.create(again.clone()).await.unwrap(),
         Created::Existing(first.id)
@@ -133,18 +140,21 @@ async fn idempotency(store: &dyn TaskStore) {
         "no second task"
     );
 
-    for owner in [None, Some("a".to_owned()), Some("b".to_owned())] {
-        let mut other = task();
-        other.idempotency_key = Some(key.clone());
-        other.owner = owner.clone();
+    for owner in [None, Some("a"), Some("b")] {
+        let other = keyed(owner, &key);
         assert_eq!(
             store.create(other).await.unwrap(),
             Created::New,
             "owner {owner:?}"
         );
     }
+    // A keyed task renews, finishes and cancels like any other.
+    assert!(store
+        .renew(first.id, Duration::from_secs(60))
+        .await
+        .unwrap());
     store
-        .finish(first.id, TaskOutcome::Failed("done".into()))
+        .finish(first.id, TaskOutcome::failed("done"))
         .await
         .unwrap();
     assert_eq!(
@@ -152,6 +162,48 @@ async fn idempotency(store: &dyn TaskStore) {
         Created::Existing(first.id),
         "while it exists"
     );
+    let cancelled = keyed(None, &format!("cancel-{key}"));
+    store.create(cancelled.clone()).await.unwrap();
+    assert_eq!(
+        store.cancel(cancelled.id).await.unwrap(),
+        CancelResult::Cancelled
+    );
+}
+
+async fn failures_and_status_reads(store: &dyn TaskStore) {
+    let escalated = task();
+    store.create(escalated.clone()).await.unwrap();
+    let outcome = TaskOutcome::Failed {
+        reason: tower_serverless::offload::reason::ESCALATED.into(),
+        error_type: Some("PaymentDeclined".into()),
+    };
+    assert!(store.finish(escalated.id, outcome).await.unwrap());
+    let record = store.status(escalated.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(record.error.as_deref(), Some("the work escalated"));
+    assert_eq!(record.error_type.as_deref(), Some("PaymentDeclined"));
+
+    let succeeded = task();
+    store.create(succeeded.clone()).await.unwrap();
+    store
+        .finish(succeeded.id, TaskOutcome::Succeeded(response()))
+        .await
+        .unwrap();
+    let polled = store.status(succeeded.id).await.unwrap().unwrap();
+    assert_eq!(polled.state, TaskState::Succeeded);
+    assert!(polled.result.is_none(), "a status read leaves the body");
+    assert!(store
+        .get(succeeded.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .result
+        .is_some());
+    assert!(store
+        .status(TaskId::random().unwrap())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn lease_lapses_to_worker_lost(store: &dyn TaskStore) {
@@ -162,7 +214,10 @@ async fn lease_lapses_to_worker_lost(store: &dyn TaskStore) {
     tokio::time::sleep(Duration::from_millis(120)).await;
     let lost = store.get(new.id).await.unwrap().unwrap();
     assert_eq!(lost.state, TaskState::Failed);
-    assert_eq!(lost.error.as_deref(), Some(WORKER_LOST));
+    assert_eq!(
+        lost.error.as_deref(),
+        Some(tower_serverless::offload::reason::WORKER_LOST)
+    );
     assert!(!store.renew(new.id, Duration::from_secs(60)).await.unwrap());
     assert!(!store
         .finish(new.id, TaskOutcome::Succeeded(response()))

@@ -88,9 +88,21 @@ where
     }
 }
 
-/// Ends the process's panic output noise for panics the tests provoke on purpose.
+/// Ends the process's panic output noise for panics the tests provoke on purpose (their
+/// messages say "on purpose"); every other panic is reported as usual.
 pub fn quiet_panics() {
-    std::panic::set_hook(Box::new(|_| {}));
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or_default();
+        if !message.contains("on purpose") {
+            report(info);
+        }
+    }));
 }
 
 /// Serves a tower service with a real hyper server on a free loopback port.
@@ -195,5 +207,36 @@ pub async fn concurrent_offloads(
             "{url}: {}",
             status.text()
         );
+    }
+}
+
+/// Captures what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+pub struct Captured(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Makes this the process's `tracing` subscriber, for tests whose events come from
+    /// other threads.
+    pub fn install_global(&self) {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

@@ -13,6 +13,38 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex};
 
+/// Runs the future `make` returns (a `lambda::run`) on a runtime of its own in a thread of
+/// its own, as a Lambda function's `main` does; its future need not be `Send`.
+pub fn run_function<F, Fut>(make: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), lambda_http::Error>>,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(make())
+            .unwrap();
+    });
+}
+
+/// The HTTP response the runtime posted; panics on an error.
+pub fn response(outcome: Outcome) -> Value {
+    match outcome {
+        Outcome::Response { body, .. } => body,
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+/// The task id in the JSON body of a posted `202`.
+pub fn task_of(response: &Value) -> tower_serverless::offload::TaskId {
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    body["id"].as_str().unwrap().parse().unwrap()
+}
+
 /// What the runtime posted for one invocation.
 #[derive(Debug)]
 pub enum Outcome {
@@ -68,7 +100,7 @@ impl RuntimeApi {
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route(
                 "/2018-06-01/runtime/invocation/{id}/response",
-                post(response),
+                post(posted_response),
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .with_state(shared);
@@ -102,6 +134,31 @@ impl RuntimeApi {
     pub async fn invoke(&mut self, request_id: &str, budget: Duration, event: Value) -> Outcome {
         let deadline = SystemTime::now() + budget;
         let deadline_ms = deadline.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        self.invoke_with_deadline_ms(request_id, deadline_ms, event)
+            .await
+    }
+
+    /// Like [`invoke`](Self::invoke), with the `Lambda-Runtime-Deadline-Ms` value as given:
+    /// `cargo lambda watch` sends the constant `600000`.
+    pub async fn invoke_with_deadline_ms(
+        &mut self,
+        request_id: &str,
+        deadline_ms: u64,
+        event: Value,
+    ) -> Outcome {
+        self.submit(request_id, deadline_ms, event).await;
+        let outcome = self.outcome().await;
+        match &outcome {
+            Outcome::Response { request_id: id, .. } | Outcome::Error { request_id: id, .. } => {
+                assert_eq!(id, request_id)
+            }
+        }
+        outcome
+    }
+
+    /// Hands `event` to the runtime (and its INVOKE to a registered extension) without
+    /// waiting for the outcome.
+    pub async fn submit(&mut self, request_id: &str, deadline_ms: u64, event: Value) {
         if self.registered.load(std::sync::atomic::Ordering::SeqCst) {
             let invocation = (request_id.to_owned(), deadline_ms, Value::Null);
             self.extension_events.send(invocation).unwrap();
@@ -110,16 +167,25 @@ impl RuntimeApi {
             .send((request_id.to_owned(), deadline_ms, event))
             .await
             .unwrap();
-        let outcome = tokio::time::timeout(Duration::from_secs(20), self.outcomes.recv())
+    }
+
+    /// The next outcome the runtime posts, of any invocation.
+    pub async fn outcome(&mut self) -> Outcome {
+        tokio::time::timeout(Duration::from_secs(20), self.outcomes.recv())
             .await
             .expect("the runtime posted no outcome")
-            .unwrap();
-        match &outcome {
-            Outcome::Response { request_id: id, .. } | Outcome::Error { request_id: id, .. } => {
-                assert_eq!(id, request_id)
-            }
-        }
-        outcome
+            .unwrap()
+    }
+
+    /// Whether an extension registered.
+    pub fn extension_registered(&self) -> bool {
+        self.registered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the extension asked for its next event since the last call: it released
+    /// the invocation it held.
+    pub fn extension_released(&mut self) -> bool {
+        self.extension_nexts.try_recv().is_ok()
     }
 }
 
@@ -172,7 +238,11 @@ async fn extension_next(State(shared): State<Shared>) -> Response {
     event.to_string().into_response()
 }
 
-async fn response(State(shared): State<Shared>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+async fn posted_response(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> StatusCode {
     let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let _ = shared.outcomes.send(Outcome::Response {
         request_id: id,
@@ -233,10 +303,16 @@ pub fn http_api_event(method: &str, path: &str, time_epoch_ms: u64) -> Value {
 
 /// An API Gateway REST API (payload 1.0) event for `GET path`, arrived at `request_time_epoch_ms`.
 pub fn rest_api_event(path: &str, request_time_epoch_ms: u64) -> Value {
+    rest_api_request("GET", path, request_time_epoch_ms)
+}
+
+/// An API Gateway REST API (payload 1.0) event of stage `prod` for `method path`, as the
+/// default endpoint sends it: `path` without the stage, `requestContext.path` with it.
+pub fn rest_api_request(method: &str, path: &str, request_time_epoch_ms: u64) -> Value {
     json!({
         "resource": "/{proxy+}",
         "path": path,
-        "httpMethod": "GET",
+        "httpMethod": method,
         "headers": { "Host": "api.example.com" },
         "multiValueHeaders": { "Host": ["api.example.com"] },
         "queryStringParameters": null,
@@ -250,13 +326,45 @@ pub fn rest_api_event(path: &str, request_time_epoch_ms: u64) -> Value {
             "requestId": "gateway-request",
             "identity": { "sourceIp": "192.0.2.1", "userAgent": "test" },
             "resourcePath": "/{proxy+}",
-            "httpMethod": "GET",
+            "httpMethod": method,
             "apiId": "api",
             "path": format!("/prod{path}"),
             "protocol": "HTTP/1.1",
             "requestTimeEpoch": request_time_epoch_ms
         },
         "body": null,
+        "isBase64Encoded": false
+    })
+}
+
+/// A Lambda function URL event (payload 2.0, domain `*.lambda-url.*`) for `method path`.
+pub fn function_url_event(method: &str, path: &str, time_epoch_ms: u64) -> Value {
+    let mut event = http_api_event(method, path, time_epoch_ms);
+    let domain = "abcdefghij.lambda-url.us-east-1.on.aws";
+    event["headers"]["host"] = domain.into();
+    event["requestContext"]["domainName"] = domain.into();
+    event["requestContext"]["domainPrefix"] = "abcdefghij".into();
+    event
+}
+
+/// An HTTP API event of a named stage: `rawPath` starts with it, as API Gateway sends it.
+pub fn http_api_stage_event(method: &str, stage: &str, path: &str, time_epoch_ms: u64) -> Value {
+    let mut event = http_api_event(method, &format!("/{stage}{path}"), time_epoch_ms);
+    event["requestContext"]["stage"] = stage.into();
+    event
+}
+
+/// An Application Load Balancer event for `GET path`.
+pub fn alb_event(path: &str) -> Value {
+    json!({
+        "requestContext": {
+            "elb": { "targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg/abc" }
+        },
+        "httpMethod": "GET",
+        "path": path,
+        "queryStringParameters": {},
+        "headers": { "host": "alb.example.com" },
+        "body": "",
         "isBase64Encoded": false
     })
 }

@@ -2,15 +2,24 @@
 //!
 //! `GET /fail` fails the invocation with `errorType` `DemoFailure`; `POST /jobs/{ms}` past
 //! `OFFLOAD_AFTER_MS` answers `202` and finishes while the invocation is held open by the
-//! internal extension. Env: `DEADLINE_MS`, `OFFLOAD_AFTER_MS`, `REDIS_URL` (feature `redis`;
-//! needed as soon as there is more than one instance, since a poll may land on another).
+//! internal extension. Each request's deadline comes from its front door (REST API 29 s, or
+//! `REST_TIMEOUT_MS`; HTTP API 30 s; function URL and ALB none) and the function's deadline;
+//! `DEADLINE_MS` shortens it. REST and HTTP API stages are taken off the path.
+//!
+//! Tasks live in memory unless `REDIS_URL` is set (feature `redis`). On Lambda, set it:
+//! while an environment finishes a job, every poll lands on another environment, which
+//! does not have the task in its memory. The runner warns at init when the store is local.
+//!
+//! From the repository's root:
 //!
 //! ```sh
-//! cargo lambda watch --example lambda --features lambda     # locally, then:
-//! cargo lambda invoke --data-example apigw-request           # or curl localhost:9000/lambda-url/...
-//! cargo lambda build --release --example lambda --features lambda
+//! cargo lambda watch -p lambda-demo          # then, in another shell:
+//! curl -i localhost:9000/hello
+//! curl -i -X POST localhost:9000/jobs/3000   # 202 Accepted, Location: /tasks/<id>
+//! cargo lambda build --release -p lambda-demo
 //! ```
 
+#[path = "../../app/mod.rs"]
 mod app;
 
 use tower::Layer;
@@ -26,6 +35,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     let offload = settings.offload_layer().await?;
     // Fail mode: an escalation is the service's `Err`, which `lambda_http` reports as a
     // failed invocation with the escalation's `errorType`.
-    let service = EscalateLayer::new().layer(app::layered(&settings, &offload));
-    tower_serverless::lambda::run(service, &offload).await
+    let app = app::layered(settings.lambda_deadline_layer(), &offload);
+    let service = EscalateLayer::new().layer(app);
+    tower_serverless::lambda::Runner::new()
+        .front_doors(settings.front_doors()?)
+        .offload(&offload)
+        .run(service)
+        .await
 }

@@ -1,4 +1,5 @@
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -6,20 +7,31 @@ use tokio::time::Instant;
 
 use super::{
     BoxFuture, CancelResult, Created, NewTask, StoreError, TaskOutcome, TaskRecord, TaskState,
-    TaskStore, WORKER_LOST,
+    TaskStore,
 };
+use crate::deadline::later;
+use crate::offload::reason;
 use crate::offload::TaskId;
+use crate::ConfigError;
 
-/// A bounded in-process [`TaskStore`]: for one process (one Lambda instance, one container).
+/// A bounded in-process [`TaskStore`]: for one process (one container, one Lambda Managed
+/// Instance). On Lambda with one invocation per environment, polls land on other
+/// environments: use a shared store there.
 ///
-/// Bounded by the number of tasks and the bytes of stored results. To make room it drops
-/// expired records first, then the oldest finished ones; when it is full of pending tasks it
-/// refuses new ones ([`StoreError::Full`]) and the request is answered in the foreground.
+/// Bounded by the number of tasks (default 10,000) and the bytes of stored results
+/// (default 256 MiB). A finished result is kept until its TTL, whoever else needs room:
+/// when the store is full, expired records and lapsed leases are cleared, and if that is
+/// not enough it refuses the new task ([`StoreError::Full`], so the request is answered in
+/// the foreground) or fails a result that does not fit
+/// ([`reason::NO_ROOM`](crate::offload::reason::NO_ROOM)).
 ///
 /// ```
 /// use tower_serverless::offload::MemoryStore;
 ///
-/// let store = MemoryStore::new().max_tasks(1_000).max_bytes(64 << 20);
+/// # fn main() -> Result<(), tower_serverless::ConfigError> {
+/// let store = MemoryStore::new().max_tasks(1_000)?.max_bytes(64 << 20);
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
@@ -34,8 +46,8 @@ type IdempotencyKey = (Option<String>, String);
 struct State {
     tasks: HashMap<TaskId, Entry>,
     keys: HashMap<IdempotencyKey, TaskId>,
-    /// Terminal tasks in the order they finished, with their expiry: the eviction order.
-    finished: VecDeque<(Instant, TaskId)>,
+    /// Terminal tasks by expiry: what to clear first.
+    expiring: BTreeSet<(Instant, TaskId)>,
     bytes: usize,
 }
 
@@ -60,9 +72,16 @@ impl MemoryStore {
     }
 
     /// The most tasks, pending and finished, it keeps.
-    pub fn max_tasks(mut self, max: usize) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// When `max` is 0: such a store could keep no task.
+    pub fn max_tasks(mut self, max: usize) -> Result<Self, ConfigError> {
+        if max == 0 {
+            return Err(ConfigError("a MemoryStore must hold at least one task"));
+        }
         self.max_tasks = max;
-        self
+        Ok(self)
     }
 
     /// The most bytes of stored results it keeps.
@@ -90,55 +109,47 @@ impl State {
     fn remove(&mut self, id: TaskId) {
         if let Some(entry) = self.tasks.remove(&id) {
             self.bytes -= entry.size;
+            self.expiring.remove(&(entry.until, id));
             if let Some(key) = entry.key {
                 self.keys.remove(&key);
             }
         }
     }
 
-    /// Drops the oldest finished task (expired or not); `false` when there is none.
-    fn evict_oldest(&mut self) -> bool {
-        while let Some((until, id)) = self.finished.pop_front() {
-            // Entries of tasks already removed, or re-finished, are stale: skip them.
-            if self
-                .tasks
-                .get(&id)
-                .is_some_and(|entry| entry.until == until)
-            {
-                self.remove(id);
-                return true;
+    fn purge_expired(&mut self, now: Instant) {
+        while let Some(&(until, id)) = self.expiring.first() {
+            if until > now {
+                break;
             }
+            self.remove(id);
         }
-        false
     }
 
-    fn purge_expired(&mut self, now: Instant) {
-        while self
-            .finished
-            .front()
-            .is_some_and(|(until, _)| *until <= now)
-        {
-            let (until, id) = self.finished.pop_front().expect("checked above");
-            if self
-                .tasks
-                .get(&id)
-                .is_some_and(|entry| entry.until == until)
-            {
-                self.remove(id);
-            }
+    /// Settles every pending task whose lease lapsed, then clears what expired: the room a
+    /// full store can make without dropping anything a client may still read.
+    fn make_room(&mut self, now: Instant) {
+        let lapsed: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, entry)| entry.record.state == TaskState::Pending && entry.until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lapsed {
+            self.live(id, now);
         }
+        self.purge_expired(now);
     }
 
     /// Moves a pending entry to its terminal state.
-    fn terminate(&mut self, id: TaskId, state: TaskState, error: Option<String>, at: Instant) {
+    fn terminate(&mut self, id: TaskId, state: TaskState, failure: Failure, at: Instant) {
         let Some(entry) = self.tasks.get_mut(&id) else {
             return;
         };
         entry.record.state = state;
-        entry.record.error = error;
+        (entry.record.error, entry.record.error_type) = failure;
         entry.record.finished_at = Some(SystemTime::now());
-        entry.until = at + entry.ttl;
-        self.finished.push_back((entry.until, id));
+        entry.until = later(at, entry.ttl);
+        self.expiring.insert((entry.until, id));
     }
 
     /// The live entry of `id`: expired records are removed, lapsed leases become failures.
@@ -147,7 +158,8 @@ impl State {
         match entry.record.state {
             TaskState::Pending if entry.until <= now => {
                 let lapsed = entry.until;
-                self.terminate(id, TaskState::Failed, Some(WORKER_LOST.to_owned()), lapsed);
+                let failure = (Some(reason::WORKER_LOST.to_owned()), None);
+                self.terminate(id, TaskState::Failed, failure, lapsed);
                 self.live(id, now)
             }
             TaskState::Pending => self.tasks.get_mut(&id),
@@ -160,7 +172,14 @@ impl State {
     }
 }
 
+/// The error text and error type a terminal record gets.
+type Failure = (Option<String>, Option<String>);
+
 impl TaskStore for MemoryStore {
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     fn create(&self, task: NewTask) -> BoxFuture<'_, Result<Created, StoreError>> {
         let now = Instant::now();
         let mut state = self.lock();
@@ -171,8 +190,9 @@ impl TaskStore for MemoryStore {
                 return Box::pin(std::future::ready(Ok(Created::Existing(existing))));
             }
         }
-        while state.tasks.len() >= self.max_tasks {
-            if !state.evict_oldest() {
+        if state.tasks.len() >= self.max_tasks {
+            state.make_room(now);
+            if state.tasks.len() >= self.max_tasks {
                 return Box::pin(std::future::ready(Err(StoreError::Full)));
             }
         }
@@ -185,6 +205,7 @@ impl TaskStore for MemoryStore {
             created_at: SystemTime::now(),
             finished_at: None,
             error: None,
+            error_type: None,
             owner: task.owner,
             result: None,
         };
@@ -192,7 +213,7 @@ impl TaskStore for MemoryStore {
             record,
             key,
             ttl: task.ttl,
-            until: now + task.lease,
+            until: later(now, task.lease),
             size: 0,
         };
         state.tasks.insert(task.id, entry);
@@ -204,7 +225,7 @@ impl TaskStore for MemoryStore {
         let mut state = self.lock();
         let renewed = match state.live(id, now) {
             Some(entry) if entry.record.state == TaskState::Pending => {
-                entry.until = now + lease;
+                entry.until = later(now, lease);
                 true
             }
             _ => false,
@@ -224,23 +245,24 @@ impl TaskStore for MemoryStore {
         match outcome {
             TaskOutcome::Succeeded(response) => {
                 let size = response.size();
-                // A result that cannot fit even in an empty store evicts nothing.
-                while size <= self.max_bytes
-                    && state.bytes + size > self.max_bytes
-                    && state.evict_oldest()
-                {}
                 if state.bytes + size > self.max_bytes {
-                    let error = "the result did not fit in the task store".to_owned();
-                    state.terminate(id, TaskState::Failed, Some(error), now);
+                    state.make_room(now);
+                }
+                if state.bytes + size > self.max_bytes {
+                    let failure = (Some(reason::NO_ROOM.to_owned()), None);
+                    state.terminate(id, TaskState::Failed, failure, now);
                 } else {
                     state.bytes += size;
                     let entry = state.tasks.get_mut(&id).expect("live above");
                     entry.size = size;
                     entry.record.result = Some(Box::new(response));
-                    state.terminate(id, TaskState::Succeeded, None, now);
+                    state.terminate(id, TaskState::Succeeded, (None, None), now);
                 }
             }
-            TaskOutcome::Failed(error) => state.terminate(id, TaskState::Failed, Some(error), now),
+            TaskOutcome::Failed { reason, error_type } => {
+                let failure = (Some(reason.into_owned()), error_type.map(Cow::into_owned));
+                state.terminate(id, TaskState::Failed, failure, now);
+            }
         }
         Box::pin(std::future::ready(Ok(true)))
     }
@@ -259,8 +281,8 @@ impl TaskStore for MemoryStore {
         let result = match state.live(id, now).map(|entry| entry.record.state) {
             None => CancelResult::NotFound,
             Some(TaskState::Pending) => {
-                let error = "cancelled by the client".to_owned();
-                state.terminate(id, TaskState::Cancelled, Some(error), now);
+                let failure = (Some(reason::CANCELLED.to_owned()), None);
+                state.terminate(id, TaskState::Cancelled, failure, now);
                 CancelResult::Cancelled
             }
             Some(finished) => CancelResult::Finished(finished),

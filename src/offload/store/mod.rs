@@ -32,13 +32,14 @@
 //! let again = NewTask { id: TaskId::random()?, ..task };
 //! assert_eq!(store.create(again).await?, Created::Existing(id));
 //!
-//! assert!(store.finish(id, TaskOutcome::Failed("the handler failed".into())).await?);
+//! assert!(store.finish(id, TaskOutcome::failed("the handler failed")).await?);
 //! let record = store.get(id).await?.expect("kept for its TTL");
 //! assert_eq!(record.state, TaskState::Failed);
 //! # Ok(())
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
@@ -142,6 +143,8 @@ pub struct TaskRecord {
     pub finished_at: Option<SystemTime>,
     /// Why the task failed or was cancelled: a text for clients, never internal detail.
     pub error: Option<String>,
+    /// The `error_type` of a task whose work escalated.
+    pub error_type: Option<String>,
     /// Who created the task, when the layer binds tasks to owners.
     pub owner: Option<String>,
     /// The response of a succeeded task (boxed: most records are pending or failed, and
@@ -179,8 +182,23 @@ pub enum Created {
 pub enum TaskOutcome {
     /// The response to store.
     Succeeded(StoredResponse),
-    /// Why it failed, as clients may read it.
-    Failed(String),
+    /// The work failed.
+    Failed {
+        /// Why, in words clients may read: one of [`reason`](crate::offload::reason).
+        reason: Cow<'static, str>,
+        /// The escalation's `error_type`, when the work escalated.
+        error_type: Option<Cow<'static, str>>,
+    },
+}
+
+impl TaskOutcome {
+    /// A failure for `reason`, without an error type.
+    pub fn failed(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Failed {
+            reason: reason.into(),
+            error_type: None,
+        }
+    }
 }
 
 /// What [`TaskStore::cancel`] did.
@@ -224,9 +242,25 @@ pub trait TaskStore: Send + Sync + 'static {
     /// The task, if it exists and has not expired.
     fn get(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>, StoreError>>;
 
+    /// The task without its stored response (`result` is `None`), for status polls. Stores
+    /// whose records live elsewhere override it so that a poll does not fetch the body.
+    fn status(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>, StoreError>> {
+        Box::pin(async move {
+            let record = self.get(id).await?;
+            Ok(record.map(|record| TaskRecord {
+                result: None,
+                ..record
+            }))
+        })
+    }
+
     /// Cancels a pending task.
     fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<CancelResult, StoreError>>;
-}
 
-/// The failure text of a task whose pending lease ran out.
-pub const WORKER_LOST: &str = "worker lost";
+    /// Whether other processes see the tasks (default: yes). A store local to the process
+    /// ([`MemoryStore`]) says no: on Lambda, where polls land on other environments, the
+    /// runner warns about it.
+    fn is_shared(&self) -> bool {
+        true
+    }
+}

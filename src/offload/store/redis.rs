@@ -12,7 +12,8 @@ use super::{
     BoxFuture, CancelResult, Created, NewTask, StoreError, StoredResponse, TaskOutcome, TaskRecord,
     TaskState, TaskStore,
 };
-use crate::offload::TaskId;
+use crate::offload::id::scope_tag;
+use crate::offload::{reason, TaskId};
 
 /// A [`TaskStore`] in Redis, shared by every process and Lambda instance that uses it: a
 /// poll may land on a process other than the one that created the task.
@@ -100,41 +101,96 @@ impl RedisStore {
         self
     }
 
+    /// `<prefix>{<tag>}task:<id>`: the hash tag is the id's partition, shared by its
+    /// idempotency key, so every script touches one Redis Cluster hash slot.
     fn task_key(&self, id: TaskId) -> String {
-        format!("{}task:{id}", self.prefix)
+        let [a, b] = id.tag();
+        format!("{}{{{a:02x}{b:02x}}}task:{id}", self.prefix)
     }
 
+    /// `<prefix>{<tag>}idem:<owner length>:<owner>:<key>`, in the slot of the tasks that
+    /// [`TaskId::random_for`] makes for this scope. The owner's length keeps `a:b` + `c`
+    /// apart from `a` + `b:c`; `-` stands for no owner.
     fn idempotency_key(&self, owner: &Option<String>, key: &str) -> String {
-        // The owner's length keeps `a:b` + `c` apart from `a` + `b:c`.
+        let [a, b] = scope_tag(owner.as_deref(), key);
         match owner {
-            None => format!("{}idem:-:{key}", self.prefix),
-            Some(owner) => format!("{}idem:{}:{owner}:{key}", self.prefix, owner.len()),
+            None => format!("{}{{{a:02x}{b:02x}}}idem:-:{key}", self.prefix),
+            Some(owner) => format!(
+                "{}{{{a:02x}{b:02x}}}idem:{}:{owner}:{key}",
+                self.prefix,
+                owner.len()
+            ),
+        }
+    }
+
+    /// Runs a script on task `id` (and, for a keyed task, its idempotency key, which the
+    /// script names when it was not given: a second call then declares it). Every key a
+    /// script touches is in `KEYS`, as Redis Cluster asks.
+    async fn on_task<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        id: TaskId,
+        args: &[&[u8]],
+    ) -> Result<T, StoreError> {
+        let task = self.task_key(id);
+        let mut idem: Option<Vec<u8>> = None;
+        loop {
+            let mut invocation = script.key(&task);
+            if let Some(idem) = &idem {
+                invocation.key(idem.as_slice());
+            }
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            let value: redis::Value = invocation
+                .invoke_async(&mut self.connection.clone())
+                .await
+                .map_err(unavailable)?;
+            if let redis::Value::Array(items) = &value {
+                if let [redis::Value::SimpleString(marker), redis::Value::BulkString(name)] =
+                    items.as_slice()
+                {
+                    if marker == "needs-key" && idem.is_none() {
+                        idem = Some(name.clone());
+                        continue;
+                    }
+                }
+            }
+            return redis::from_redis_value(value).map_err(|error| unavailable(error.into()));
         }
     }
 }
 
-/// Shared by every script: server time, and the lapse of a pending task's lease.
+/// Shared by every script: server time, the lapse of a pending task's lease, and the check
+/// that a keyed task's idempotency key was declared.
+///
+/// Both keys of a task expire together (lease + TTL while pending, TTL from the end once
+/// terminal), so an idempotency key exists exactly as long as its task. The lapse of a
+/// lease changes the state, not the expiry.
 const PRELUDE: &str = r"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function expire(key, ttl)
-  redis.call('PEXPIRE', key, ttl)
-  local idem = redis.call('HGET', key, 'idem')
-  if idem then redis.call('PEXPIRE', idem, ttl) end
-end
-local function settle(key, now)
+local function settle(key, now, lost)
   local state = redis.call('HGET', key, 'state')
   if state == 'pending' then
     local lease = tonumber(redis.call('HGET', key, 'lease'))
     if now >= lease then
-      redis.call('HSET', key, 'state', 'failed', 'error', 'worker lost', 'finished', lease)
-      expire(key, tonumber(redis.call('HGET', key, 'ttl')))
+      redis.call('HSET', key, 'state', 'failed', 'error', lost, 'finished', lease)
       return 'failed'
     end
   end
   return state
+end
+local function undeclared()
+  local idem = redis.call('HGET', KEYS[1], 'idem')
+  if idem and idem ~= KEYS[2] then return {{ok = 'needs-key'}, idem} end
+  return nil
+end
+local function expire(ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if KEYS[2] then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
 ";
 
@@ -142,81 +198,108 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}{body}"))
 }
 
-// KEYS: task, idempotency key or ''. ARGV: id, owner ('' when has_owner is '0'), has_owner,
-// lease ms, ttl ms, task key prefix.
+// KEYS: task[, idempotency key]. ARGV: id, owner ('' when has_owner is '0'), has_owner,
+// lease ms, ttl ms. Returns the existing task's id for a known key, else ''.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local now = now_ms()
 local lease, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-if KEYS[2] ~= '' then
+if KEYS[2] then
   local existing = redis.call('GET', KEYS[2])
-  if existing and settle(ARGV[6] .. existing, now) then return existing end
+  if existing then return existing end
 end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'created', now, 'lease', now + lease, 'ttl', ttl)
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'owner', ARGV[2]) end
-if KEYS[2] ~= '' then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', lease + ttl)
+if KEYS[2] then
+  redis.call('SET', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[1], 'idem', KEYS[2])
 end
-redis.call('PEXPIRE', KEYS[1], lease + ttl)
+expire(lease + ttl)
 return ''
 ",
     )
 });
 
-// KEYS: task. ARGV: lease ms.
+// KEYS: task[, idempotency key]. ARGV: lease ms, worker-lost reason.
 static RENEW: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
+local missing = undeclared()
+if missing then return missing end
 local now = now_ms()
-if settle(KEYS[1], now) ~= 'pending' then return 0 end
+if settle(KEYS[1], now, ARGV[2]) ~= 'pending' then return 0 end
 local lease, ttl = tonumber(ARGV[1]), tonumber(redis.call('HGET', KEYS[1], 'ttl'))
 redis.call('HSET', KEYS[1], 'lease', now + lease)
-expire(KEYS[1], lease + ttl)
+expire(lease + ttl)
 return 1
 ",
     )
 });
 
-// KEYS: task. ARGV: state, error, has_result, status, headers, body.
+// KEYS: task[, idempotency key]. ARGV: worker-lost reason, state, error, error type,
+// has_result, status, headers, body.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
+local missing = undeclared()
+if missing then return missing end
 local now = now_ms()
-if settle(KEYS[1], now) ~= 'pending' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', now)
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'headers', ARGV[5], 'body', ARGV[6])
+if settle(KEYS[1], now, ARGV[1]) ~= 'pending' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', now)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'error_type', ARGV[4]) end
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[6], 'headers', ARGV[7], 'body', ARGV[8])
 end
-expire(KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
+expire(tonumber(redis.call('HGET', KEYS[1], 'ttl')))
 return 1
 ",
     )
 });
 
-// KEYS: task.
+// KEYS: task[, idempotency key]. ARGV: worker-lost reason, cancelled reason.
 static CANCEL: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
+local missing = undeclared()
+if missing then return missing end
 local now = now_ms()
-local state = settle(KEYS[1], now)
+local state = settle(KEYS[1], now, ARGV[1])
 if not state then return '+notfound' end
 if state ~= 'pending' then return state end
-redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', 'cancelled by the client', 'finished', now)
-expire(KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl')))
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'error', ARGV[2], 'finished', now)
+expire(tonumber(redis.call('HGET', KEYS[1], 'ttl')))
 return '+cancelled'
 ",
     )
 });
 
-// KEYS: task.
+// KEYS: task. ARGV: worker-lost reason. The whole record.
 static GET: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-if not settle(KEYS[1], now_ms()) then return false end
+if not settle(KEYS[1], now_ms(), ARGV[1]) then return false end
 return redis.call('HGETALL', KEYS[1])
+",
+    )
+});
+
+// KEYS: task. ARGV: worker-lost reason. The record without the stored response.
+static STATUS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if not settle(KEYS[1], now_ms(), ARGV[1]) then return false end
+local names = {'state', 'created', 'finished', 'error', 'error_type', 'owner'}
+local values = redis.call('HMGET', KEYS[1], unpack(names))
+local fields = {}
+for i, name in ipairs(names) do
+  if values[i] then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = values[i]
+  end
+end
+return fields
 ",
     )
 });
@@ -249,13 +332,22 @@ fn epoch(ms: &[u8]) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
+/// Whole milliseconds, at least 1 and at most about 100 years: Lua's numbers stay exact and
+/// `PEXPIRE` accepts every value, whatever `Duration` the settings hold.
 fn millis(duration: Duration) -> u64 {
+    const MAX: u64 = 100 * 365 * 86_400 * 1000;
     u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+        .unwrap_or(MAX)
+        .clamp(1, MAX)
 }
 
-fn record(id: TaskId, mut fields: HashMap<String, Vec<u8>>) -> Result<TaskRecord, StoreError> {
+/// A record from its hash fields; the stored response only when `with_result` (the status
+/// script does not fetch it).
+fn record(
+    id: TaskId,
+    mut fields: HashMap<String, Vec<u8>>,
+    with_result: bool,
+) -> Result<TaskRecord, StoreError> {
     let corrupt = || StoreError::Unavailable(format!("task {id} has a malformed record").into());
     let text = |bytes: Vec<u8>| String::from_utf8(bytes).ok();
     let state = fields
@@ -263,7 +355,7 @@ fn record(id: TaskId, mut fields: HashMap<String, Vec<u8>>) -> Result<TaskRecord
         .and_then(text)
         .and_then(|s| TaskState::from_name(&s))
         .ok_or_else(corrupt)?;
-    let result = if state == TaskState::Succeeded {
+    let result = if with_result && state == TaskState::Succeeded {
         let status = fields
             .remove("status")
             .and_then(text)
@@ -290,28 +382,47 @@ fn record(id: TaskId, mut fields: HashMap<String, Vec<u8>>) -> Result<TaskRecord
             .ok_or_else(corrupt)?,
         finished_at: fields.get("finished").and_then(|ms| epoch(ms)),
         error: fields.remove("error").and_then(text),
+        error_type: fields.remove("error_type").and_then(text),
         owner: fields.remove("owner").and_then(text),
         result,
     })
 }
 
+const LOST: &[u8] = reason::WORKER_LOST.as_bytes();
+
+impl RedisStore {
+    async fn read(&self, id: TaskId, with_result: bool) -> Result<Option<TaskRecord>, StoreError> {
+        let script = if with_result { &*GET } else { &*STATUS };
+        let fields: Option<HashMap<String, Vec<u8>>> = script
+            .key(self.task_key(id))
+            .arg(LOST)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        fields
+            .map(|fields| record(id, fields, with_result))
+            .transpose()
+    }
+}
+
 impl TaskStore for RedisStore {
     fn create(&self, task: NewTask) -> BoxFuture<'_, Result<Created, StoreError>> {
         Box::pin(async move {
-            let idempotency = task
-                .idempotency_key
-                .as_deref()
-                .map(|key| self.idempotency_key(&task.owner, key))
-                .unwrap_or_default();
-            let existing: String = CREATE
-                .key(self.task_key(task.id))
-                .key(idempotency)
+            let mut invocation = CREATE.key(self.task_key(task.id));
+            if let Some(key) = task.idempotency_key.as_deref() {
+                if task.id.tag() != scope_tag(task.owner.as_deref(), key) {
+                    return Err(StoreError::Unavailable(
+                        "a task with an idempotency key needs an id from TaskId::random_for".into(),
+                    ));
+                }
+                invocation.key(self.idempotency_key(&task.owner, key));
+            }
+            let existing: String = invocation
                 .arg(task.id.to_string())
                 .arg(task.owner.as_deref().unwrap_or_default())
                 .arg(if task.owner.is_some() { "1" } else { "0" })
                 .arg(millis(task.lease))
                 .arg(millis(task.ttl))
-                .arg(format!("{}task:", self.prefix))
                 .invoke_async(&mut self.connection.clone())
                 .await
                 .map_err(unavailable)?;
@@ -327,65 +438,69 @@ impl TaskStore for RedisStore {
 
     fn renew(&self, id: TaskId, lease: Duration) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
-            let renewed: i64 = RENEW
-                .key(self.task_key(id))
-                .arg(millis(lease))
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(unavailable)?;
+            let lease = millis(lease).to_string();
+            let renewed: i64 = self.on_task(&RENEW, id, &[lease.as_bytes(), LOST]).await?;
             Ok(renewed == 1)
         })
     }
 
     fn finish(&self, id: TaskId, outcome: TaskOutcome) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
-            let mut invocation = FINISH.key(self.task_key(id));
-            match &outcome {
+            let (status, headers);
+            let args: [&[u8]; 8] = match &outcome {
                 TaskOutcome::Succeeded(response) if response.size() <= self.max_result_bytes => {
-                    invocation
-                        .arg("succeeded")
-                        .arg("")
-                        .arg("1")
-                        .arg(response.status.as_u16())
-                        .arg(encode_headers(&response.headers))
-                        .arg(response.body.as_ref());
+                    status = response.status.as_u16().to_string();
+                    headers = encode_headers(&response.headers);
+                    [
+                        LOST,
+                        b"succeeded",
+                        b"",
+                        b"",
+                        b"1",
+                        status.as_bytes(),
+                        &headers,
+                        &response.body,
+                    ]
                 }
-                TaskOutcome::Succeeded(_) => {
-                    invocation
-                        .arg("failed")
-                        .arg("the result did not fit in the task store")
-                        .arg("0");
-                }
-                TaskOutcome::Failed(error) => {
-                    invocation.arg("failed").arg(error.as_str()).arg("0");
-                }
-            }
-            let finished: i64 = invocation
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(unavailable)?;
+                TaskOutcome::Succeeded(_) => [
+                    LOST,
+                    b"failed",
+                    reason::NO_ROOM.as_bytes(),
+                    b"",
+                    b"0",
+                    b"",
+                    b"",
+                    b"",
+                ],
+                TaskOutcome::Failed { reason, error_type } => [
+                    LOST,
+                    b"failed",
+                    reason.as_bytes(),
+                    error_type.as_deref().unwrap_or_default().as_bytes(),
+                    b"0",
+                    b"",
+                    b"",
+                    b"",
+                ],
+            };
+            let finished: i64 = self.on_task(&FINISH, id, &args).await?;
             Ok(finished == 1)
         })
     }
 
     fn get(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>, StoreError>> {
-        Box::pin(async move {
-            let fields: Option<HashMap<String, Vec<u8>>> = GET
-                .key(self.task_key(id))
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(unavailable)?;
-            fields.map(|fields| record(id, fields)).transpose()
-        })
+        Box::pin(self.read(id, true))
+    }
+
+    fn status(&self, id: TaskId) -> BoxFuture<'_, Result<Option<TaskRecord>, StoreError>> {
+        Box::pin(self.read(id, false))
     }
 
     fn cancel(&self, id: TaskId) -> BoxFuture<'_, Result<CancelResult, StoreError>> {
         Box::pin(async move {
-            let result: String = CANCEL
-                .key(self.task_key(id))
-                .invoke_async(&mut self.connection.clone())
-                .await
-                .map_err(unavailable)?;
+            let result: String = self
+                .on_task(&CANCEL, id, &[LOST, reason::CANCELLED.as_bytes()])
+                .await?;
             Ok(match result.as_str() {
                 // A state name says the task had already finished; `+` marks what this call did.
                 "+cancelled" => CancelResult::Cancelled,

@@ -1,0 +1,296 @@
+//! The AWS front doors of a Lambda function and the time each gives a request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::request::Parts;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::value::later;
+use super::{Deadline, DeadlineSource, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};
+use crate::ConfigError;
+
+/// How a request reached a Lambda function, which decides the cap in front of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrontDoor {
+    /// An API Gateway REST API: 29 s by default, up to 300 s for Regional and private APIs
+    /// with a raised integration timeout, 15 min with response streaming
+    /// ([`FrontDoors::rest_cap`]).
+    RestApi,
+    /// An API Gateway HTTP API: 30 s, fixed.
+    HttpApi,
+    /// A Lambda function URL: no cap but the function's own timeout.
+    FunctionUrl,
+    /// An Application Load Balancer: no cap but the function's own timeout.
+    Alb,
+}
+
+/// The longest a Lambda invocation may run, and so the longest any front door may wait.
+const LAMBDA_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// A function deadline this long before now is no epoch at all: `cargo lambda watch` sends
+/// the constant `600000`.
+const IMPLAUSIBLE_BEFORE: Duration = Duration::from_secs(15 * 60);
+
+/// The caps of the front doors and the margin kept below them and below the function's
+/// deadline: what the Lambda runner (feature `lambda`, its `LambdaLayer`) and
+/// [`DeadlineLayer::lambda_web_adapter`] compute a request's [`Deadline`] from.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_serverless::deadline::{FrontDoor, FrontDoors};
+///
+/// # fn main() -> Result<(), tower_serverless::ConfigError> {
+/// // A Regional REST API whose integration timeout was raised to 120 s.
+/// let doors = FrontDoors::new().rest_cap(Duration::from_secs(120))?;
+/// assert_eq!(doors.cap(FrontDoor::RestApi), Some(Duration::from_secs(120)));
+/// assert_eq!(doors.cap(FrontDoor::HttpApi), Some(Duration::from_secs(30)));
+/// assert_eq!(doors.cap(FrontDoor::FunctionUrl), None);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`DeadlineLayer::lambda_web_adapter`]: super::DeadlineLayer::lambda_web_adapter
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontDoors {
+    rest_cap: Duration,
+    margin: Duration,
+}
+
+impl Default for FrontDoors {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrontDoors {
+    /// REST APIs capped at 29 s, HTTP APIs at 30 s, function URLs and ALB uncapped; a 1 s
+    /// margin.
+    pub fn new() -> Self {
+        Self {
+            rest_cap: API_GATEWAY_REST_CAP,
+            margin: DEFAULT_MARGIN,
+        }
+    }
+
+    /// The integration timeout of your REST API (default 29 s): up to 300 s for Regional
+    /// and private APIs since June 2024, up to 15 min with response streaming.
+    ///
+    /// # Errors
+    ///
+    /// When `cap` is zero or above 15 minutes, which no REST API allows.
+    pub fn rest_cap(mut self, cap: Duration) -> Result<Self, ConfigError> {
+        if cap.is_zero() || cap > LAMBDA_MAX {
+            return Err(ConfigError(
+                "a REST API's cap is above zero and at most 15 minutes",
+            ));
+        }
+        self.rest_cap = cap;
+        Ok(self)
+    }
+
+    /// The time kept below each cap and below the function's deadline for sending the
+    /// answer (default 1 s).
+    pub fn margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// The cap of `door`; `None` for the doors with none but the function's own timeout.
+    pub fn cap(&self, door: FrontDoor) -> Option<Duration> {
+        match door {
+            FrontDoor::RestApi => Some(self.rest_cap),
+            FrontDoor::HttpApi => Some(API_GATEWAY_HTTP_CAP),
+            FrontDoor::FunctionUrl | FrontDoor::Alb => None,
+        }
+    }
+
+    /// The deadline a front door sets: its arrival time plus its cap, minus the margin.
+    pub(crate) fn gateway(&self, door: FrontDoor, arrived_epoch_ms: i64) -> Option<Deadline> {
+        let cap = self.cap(door)?;
+        if arrived_epoch_ms <= 0 {
+            return None;
+        }
+        let at = instant_of(i128::from(arrived_epoch_ms) + cap.as_millis() as i128);
+        Some(Deadline::at(
+            before(at, self.margin),
+            DeadlineSource::Gateway,
+        ))
+    }
+
+    /// The function's deadline minus the margin; `None` for a value that is no plausible
+    /// epoch (more than 15 minutes before now), with one warning per process.
+    pub(crate) fn function(&self, deadline_epoch_ms: i64) -> Option<Deadline> {
+        let at = plausible_deadline(deadline_epoch_ms)?;
+        Some(Deadline::at(
+            before(at, self.margin),
+            DeadlineSource::Function,
+        ))
+    }
+}
+
+/// The instant of a function deadline in Unix milliseconds, unless it is no plausible
+/// epoch: `cargo lambda watch` sends a constant (`600000`), which would read as a deadline
+/// long past. Such a value is taken as no deadline, with one warning per process naming it.
+pub(crate) fn plausible_deadline(epoch_ms: i64) -> Option<Instant> {
+    let now_ms = now_epoch_ms();
+    if i128::from(epoch_ms) < now_ms - IMPLAUSIBLE_BEFORE.as_millis() as i128 {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "tower_serverless::lambda",
+                deadline_ms = epoch_ms,
+                "the function's deadline {epoch_ms} is no Unix time in milliseconds (cargo lambda watch sends a constant); \
+                 going on without a function deadline, the gateway's and configured budgets still apply"
+            );
+        }
+        return None;
+    }
+    Some(instant_of(i128::from(epoch_ms)))
+}
+
+fn now_epoch_ms() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i128)
+}
+
+/// The instant of a Unix time in milliseconds, on the clock deadlines use.
+fn instant_of(epoch_ms: i128) -> Instant {
+    let now_ms = now_epoch_ms();
+    let now = Instant::now();
+    let delta = Duration::from_millis(
+        u64::try_from((epoch_ms - now_ms).unsigned_abs()).unwrap_or(u64::MAX),
+    );
+    if epoch_ms >= now_ms {
+        later(now, delta)
+    } else {
+        now.checked_sub(delta).unwrap_or(now)
+    }
+}
+
+fn before(at: Instant, margin: Duration) -> Instant {
+    at.checked_sub(margin).unwrap_or(at)
+}
+
+/// What the Lambda Web Adapter forwards in `x-amzn-request-context`: the event's request
+/// context as JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdapterRequestContext {
+    request_time_epoch: Option<i64>,
+    time_epoch: Option<i64>,
+    domain_name: Option<String>,
+    elb: Option<serde_json::Value>,
+}
+
+/// What the Lambda Web Adapter forwards in `x-amzn-lambda-context`.
+#[derive(Deserialize)]
+struct AdapterLambdaContext {
+    deadline: Option<i64>,
+}
+
+/// The front door of a payload-v2 event: a function URL's domain is `*.lambda-url.*`.
+pub(crate) fn v2_door(domain_name: Option<&str>) -> FrontDoor {
+    if domain_name.is_some_and(|domain| domain.contains(".lambda-url.")) {
+        FrontDoor::FunctionUrl
+    } else {
+        FrontDoor::HttpApi
+    }
+}
+
+impl FrontDoors {
+    /// The deadline from the Lambda Web Adapter's headers: the earliest of the front door's
+    /// and the function's. Malformed JSON or values are ignored, with a debug event.
+    pub(crate) fn adapter_deadline(&self, parts: &Parts) -> Option<Deadline> {
+        let context = adapter_header::<AdapterRequestContext>(parts, "x-amzn-request-context");
+        let gateway = context.and_then(|context| {
+            let (door, arrived) = match context {
+                AdapterRequestContext {
+                    request_time_epoch: Some(epoch),
+                    ..
+                } => (FrontDoor::RestApi, epoch),
+                AdapterRequestContext {
+                    time_epoch: Some(epoch),
+                    domain_name,
+                    ..
+                } => (v2_door(domain_name.as_deref()), epoch),
+                AdapterRequestContext { elb: Some(_), .. } => (FrontDoor::Alb, 0),
+                _ => return None,
+            };
+            self.gateway(door, arrived)
+        });
+        let function = adapter_header::<AdapterLambdaContext>(parts, "x-amzn-lambda-context")
+            .and_then(|context| context.deadline)
+            .and_then(|deadline| self.function(deadline));
+        [gateway, function]
+            .into_iter()
+            .flatten()
+            .reduce(Deadline::min)
+    }
+}
+
+fn adapter_header<T: for<'de> Deserialize<'de>>(parts: &Parts, name: &str) -> Option<T> {
+    let value = parts.headers.get(name)?;
+    match serde_json::from_slice(value.as_bytes()) {
+        Ok(parsed) => Some(parsed),
+        Err(error) => {
+            tracing::debug!(target: "tower_serverless::deadline", header = name, %error, "ignoring a malformed Lambda Web Adapter header");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now_ms() -> i64 {
+        now_epoch_ms() as i64
+    }
+
+    #[tokio::test]
+    async fn caps_per_door() {
+        let doors = FrontDoors::new();
+        let arrived = now_ms();
+        let rest = doors.gateway(FrontDoor::RestApi, arrived).unwrap();
+        assert!(rest.remaining() <= Duration::from_secs(28));
+        assert!(rest.remaining() > Duration::from_secs(27));
+        let http = doors.gateway(FrontDoor::HttpApi, arrived).unwrap();
+        assert!(http.remaining() > Duration::from_secs(28));
+        assert_eq!(doors.gateway(FrontDoor::FunctionUrl, arrived), None);
+        assert_eq!(doors.gateway(FrontDoor::Alb, arrived), None);
+        assert_eq!(doors.gateway(FrontDoor::RestApi, 0), None);
+        let raised = doors.rest_cap(Duration::from_secs(300)).unwrap();
+        let rest = raised.gateway(FrontDoor::RestApi, arrived).unwrap();
+        assert!(rest.remaining() > Duration::from_secs(298));
+        assert!(FrontDoors::new().rest_cap(Duration::ZERO).is_err());
+        assert!(FrontDoors::new()
+            .rest_cap(Duration::from_secs(15 * 60 + 1))
+            .is_err());
+        assert_eq!(
+            v2_door(Some("abc.lambda-url.us-east-1.on.aws")),
+            FrontDoor::FunctionUrl
+        );
+        assert_eq!(
+            v2_door(Some("abc.execute-api.us-east-1.amazonaws.com")),
+            FrontDoor::HttpApi
+        );
+        assert_eq!(v2_door(None), FrontDoor::HttpApi);
+    }
+
+    #[tokio::test]
+    async fn implausible_function_deadlines_are_none() {
+        let doors = FrontDoors::new();
+        for constant in [600_000, 0, -1, i64::MIN] {
+            assert_eq!(doors.function(constant), None, "{constant}");
+        }
+        let soon = doors.function(now_ms() + 10_000).unwrap();
+        assert!(soon.remaining() <= Duration::from_secs(9));
+        // A deadline a little in the past is real: the budget is spent.
+        assert!(doors.function(now_ms() - 1_000).unwrap().is_expired());
+        assert!(doors.function(i64::MAX).is_some());
+    }
+}
