@@ -48,12 +48,16 @@ fn request() -> Req {
     request
 }
 
-fn trivial(
-) -> impl Service<Req, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send + 'static>
-       + Clone
+/// A service that answers at once, for any request body (the offload layer passes its own).
+fn trivial<B: Send + 'static>() -> impl Service<
+    Request<B>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
        + Send
        + 'static {
-    service_fn(|_: Req| async {
+    service_fn(|_: Request<B>| async {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"pong"))))
     })
 }

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{service_fn, Layer, ServiceExt};
+use tower_serverless::offload::RequestBody;
 use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskId, TaskState, TaskStore};
 
 /// Keeps the number of live heap bytes.
@@ -81,7 +82,7 @@ fn main() {
 async fn scenario(name: &str, n: usize, spread: Duration) {
     let store = MemoryStore::new().max_tasks(2 * n).unwrap();
     let offload = OffloadLayer::new(store.clone()).after(THRESHOLD);
-    let service = offload.layer(service_fn(|_: Request<Full<Bytes>>| async {
+    let service = offload.layer(service_fn(|_: Request<RequestBody<Full<Bytes>>>| async {
         tokio::time::sleep(WORK).await;
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done"))))
     }));

@@ -23,7 +23,7 @@ use tower_serverless::deadline::DeadlineSource;
 use tower_serverless::offload::store::{
     BoxFuture, CancelResult, Created, NewTask, StoreError, TaskOutcome, TaskRecord,
 };
-use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskId, TaskStore};
+use tower_serverless::offload::{MemoryStore, OffloadLayer, RequestBody, TaskId, TaskStore};
 use tower_serverless::{EscalateLayer, Escalation};
 
 fn post_request(prefer: Option<&str>) -> Request<Body> {
@@ -42,7 +42,7 @@ async fn settled<S, B>(
     request: Request<Body>,
 ) -> serde_json::Value
 where
-    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible>
+    S: tower::Service<Request<RequestBody<Body>>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -81,7 +81,7 @@ fn offloading_while_the_runtime_shuts_down_does_not_deadlock() {
     let detached = offload.detached();
     let (answered, answer) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let service = offload.layer(service_fn(|_: Request<Body>| async {
+        let service = offload.layer(service_fn(|_: Request<RequestBody<Body>>| async {
             Ok::<_, Infallible>(Response::new(Body::empty()))
         }));
         let response = handle.block_on(service.oneshot(post_request(Some("respond-async"))));
@@ -107,7 +107,7 @@ fn offloading_while_the_runtime_shuts_down_does_not_deadlock() {
 async fn detached_work_has_a_default_background_budget() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
     let record = seen.clone();
-    let forever = service_fn(move |_: Request<Body>| {
+    let forever = service_fn(move |_: Request<RequestBody<Body>>| {
         let record = record.clone();
         async move {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -152,7 +152,7 @@ impl http_body::Body for Endless {
 
 #[tokio::test(start_paused = true)]
 async fn an_endless_result_body_ends_at_the_background_budget() {
-    let streaming = service_fn(|_: Request<Body>| async {
+    let streaming = service_fn(|_: Request<RequestBody<Body>>| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok::<_, Infallible>(Response::new(Endless { sent: false }))
     });
@@ -182,7 +182,7 @@ impl http_body::Body for Panicking {
 #[tokio::test(start_paused = true)]
 async fn a_panic_in_a_detached_body_is_stored_as_failed() {
     common::quiet_panics();
-    let panicking = service_fn(|_: Request<Body>| async {
+    let panicking = service_fn(|_: Request<RequestBody<Body>>| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok::<_, Infallible>(Response::new(Panicking))
     });
@@ -290,6 +290,8 @@ async fn memory_store_keeps_finished_results_until_their_ttl() {
         id: TaskId::random().unwrap(),
         owner: None,
         idempotency_key: None,
+        fingerprint: None,
+        foreground: Duration::ZERO,
         lease: Duration::from_secs(60),
         ttl: Duration::from_secs(10),
     };
@@ -310,7 +312,7 @@ async fn memory_store_keeps_finished_results_until_their_ttl() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_a_bounded_time_then_stops_and_records_the_rest() {
     let offload = OffloadLayer::new(MemoryStore::new());
-    let slow = service_fn(|request: Request<Body>| async move {
+    let slow = service_fn(|request: Request<RequestBody<Body>>| async move {
         let secs: u64 = request.uri().path()[1..].parse().unwrap();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         Ok::<_, Infallible>(Response::new(Body::from("done")))
@@ -359,7 +361,7 @@ async fn huge_durations_do_not_panic() {
         .ttl(Duration::MAX)
         .max_wait(Duration::MAX)
         .retry_after(Duration::MAX);
-    let slow = service_fn(|_: Request<Body>| async {
+    let slow = service_fn(|_: Request<RequestBody<Body>>| async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         Ok::<_, Infallible>(Response::new(Body::from("done")))
     });
@@ -413,7 +415,7 @@ async fn completions_outlast_a_store_failover() {
         until: start + Duration::from_secs(25),
     };
     let offload = OffloadLayer::new(store);
-    let quick = service_fn(|_: Request<Body>| async {
+    let quick = service_fn(|_: Request<RequestBody<Body>>| async {
         Ok::<_, Infallible>(Response::new(Body::from("done")))
     });
     let status = settled(&offload, quick, post_request(Some("respond-async"))).await;

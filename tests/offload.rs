@@ -23,7 +23,7 @@ use tower::{service_fn, Layer, ServiceExt};
 use tower_serverless::offload::store::{
     BoxFuture, CancelResult, Created, NewTask, StoreError, TaskOutcome, TaskRecord,
 };
-use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskId, TaskStore};
+use tower_serverless::offload::{MemoryStore, OffloadLayer, RequestBody, TaskId, TaskStore};
 
 const AFTER: Duration = Duration::from_millis(100);
 
@@ -228,7 +228,7 @@ async fn prefer_respond_async_and_wait() {
 
 #[tokio::test(start_paused = true)]
 async fn prefer_wait_is_capped_by_max_wait_and_the_deadline() {
-    let slow = service_fn(|_: Request<Body>| async {
+    let slow = service_fn(|_: Request<RequestBody<Body>>| async {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok::<_, Infallible>(Response::new(Body::empty()))
     });
@@ -295,7 +295,7 @@ struct WorkFailed;
 #[tokio::test]
 async fn inner_errors_are_stored_as_failed_through_hyper() {
     let offload = layer();
-    let failing = service_fn(|_: Request<hyper::body::Incoming>| async {
+    let failing = service_fn(|_: Request<RequestBody<hyper::body::Incoming>>| async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         Err::<Response<Full<Bytes>>, _>(WorkFailed)
     });
@@ -353,8 +353,9 @@ async fn idempotency_key_runs_the_work_once() {
     let second = assert_accepted(&client.send("POST", "/charge", &key).await);
     assert_eq!(first, second);
     offload.detached().wait_idle().await;
-    let third = assert_accepted(&client.send("POST", "/charge", &key).await);
-    assert_eq!(first, third);
+    // Finished: a retry replays the stored response.
+    let third = client.send("POST", "/charge", &key).await;
+    assert_eq!((third.status, third.text()), (StatusCode::OK, "charged"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 
     let replay = client.get(&format!("{first}/result")).await;
@@ -380,13 +381,14 @@ async fn idempotency_key_stores_fast_results_for_retries() {
         (fast.status, fast.text()),
         (StatusCode::CREATED, "worked 5")
     );
-    let retry = client.send("POST", "/work/5", &key).await;
-    let status_url = assert_accepted(&retry);
-    let replay = client.get(&format!("{status_url}/result")).await;
+    // The result is stored once its body has streamed to the client.
+    offload.detached().wait_idle().await;
+    let replay = client.send("POST", "/work/5", &key).await;
     assert_eq!(
         (replay.status, replay.text()),
         (StatusCode::CREATED, "worked 5")
     );
+    assert_eq!(replay.header("x-job"), "5");
 }
 
 #[tokio::test]
@@ -496,10 +498,13 @@ async fn a_store_that_fails_gives_no_202_but_a_foreground_answer() {
         (response.status, response.text()),
         (StatusCode::CREATED, "worked 300")
     );
+    // A keyed request is not run unprotected: 503, retry later with the same key.
     let keyed = client
         .send("POST", "/work/300", &[("idempotency-key", "k")])
         .await;
-    assert_eq!(keyed.status, StatusCode::CREATED);
+    assert_eq!(keyed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(keyed.header("content-type"), "application/problem+json");
+    assert_eq!(keyed.header("retry-after"), "1");
 
     let status = client
         .get(&format!("/tasks/{}", TaskId::random().unwrap()))
@@ -530,7 +535,7 @@ async fn a_full_store_answers_in_the_foreground() {
 async fn background_deadline_fails_the_task_and_replaces_the_foreground_one() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
-    let slow = service_fn(move |_: Request<Body>| {
+    let slow = service_fn(move |_: Request<RequestBody<Body>>| {
         let record = record.clone();
         async move {
             for _ in 0..2 {
@@ -583,6 +588,8 @@ async fn memory_store_bounds_and_ttl() {
         id: TaskId::random().unwrap(),
         owner: None,
         idempotency_key: None,
+        fingerprint: None,
+        foreground: Duration::ZERO,
         lease: Duration::from_secs(60),
         ttl,
     };

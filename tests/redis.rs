@@ -126,12 +126,16 @@ async fn an_outage_falls_back_to_the_foreground_and_the_service_recovers() {
     let mut log = capture_log();
     let mut redis = RedisServer::start_persistent().await;
     // A lease shorter than the outage would rightly read as a lost worker.
-    let (offload, addr) = process_with_lease(&redis, routes(), Duration::from_secs(30)).await;
+    let (gate, gated) = common::gated("/gated");
+    let routes = routes().merge(gated);
+    let (offload, addr) = process_with_lease(&redis, routes, Duration::from_secs(30)).await;
     let client = HttpClient::new();
 
-    // Its work ends while Redis is down: the completion must wait for Redis to come back.
-    let during_outage = accepted(&send(&client, "POST", addr, "/work/800", &[]).await);
+    // Its work ends while Redis is down (the gate opens once Redis stopped, however slow
+    // the machine): the completion must wait for Redis to come back.
+    let during_outage = accepted(&send(&client, "POST", addr, "/gated", &[]).await);
     redis.stop();
+    gate.send(true).unwrap();
 
     let foreground = send(&client, "POST", addr, "/work/300", &[]).await;
     assert_eq!(
@@ -149,14 +153,21 @@ async fn an_outage_falls_back_to_the_foreground_and_the_service_recovers() {
 
     // The work ended during the outage and its completion could not be written.
     let task_id = during_outage.rsplit('/').next().unwrap().to_owned();
-    loop {
-        let line = log.recv().await.expect("the log goes on");
-        if line.contains("could not store a task's outcome; retrying") && line.contains(&task_id) {
-            break;
+    let retrying = async {
+        loop {
+            let line = log.recv().await.expect("the log goes on");
+            if line.contains("could not store a task's outcome; retrying")
+                && line.contains(&task_id)
+            {
+                break;
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(60), retrying)
+        .await
+        .expect("the failed completion was logged");
     redis.restart().await;
-    // The completion is retried with backoff (about 6 s in all) and lands now.
+    // The completion is retried with backoff (for 30 s by default) and lands now.
     offload.detached().wait_idle().await;
     let done = send(&client, "GET", addr, &during_outage, &[]).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text());

@@ -61,6 +61,8 @@ async fn redis_store_writes_under_its_prefix_and_caps_results_before_writing() {
         id,
         owner: None,
         idempotency_key: None,
+        fingerprint: None,
+        foreground: Duration::ZERO,
         lease: Duration::from_secs(60),
         ttl: Duration::from_secs(60),
     };

@@ -24,6 +24,28 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The escalation `response` triggers by its marker or status, if any, leaving the
+    /// response as it is (for a layer inside the escalate layer, which acts on it later).
+    pub(crate) fn peek<B>(&self, response: &Response<B>) -> Option<Escalation> {
+        if self.marker {
+            if let Some(escalation) = response.extensions().get::<Escalation>() {
+                return Some(escalation.clone());
+            }
+        }
+        self.by_status(response)
+    }
+
+    fn by_status<B>(&self, response: &Response<B>) -> Option<Escalation> {
+        let status = response.status();
+        if !self.status.is_empty() && self.status.contains(status) {
+            return Some(Escalation::new(
+                format!("{}{}", error_type::HTTP_STATUS_PREFIX, status.as_u16()),
+                format!("the response status was {status}"),
+            ));
+        }
+        None
+    }
+
     /// The escalation `response` triggers, if any; the marker is taken out of the response.
     pub(crate) fn check<B, P: EscalatePredicate<B>>(
         &self,
@@ -41,14 +63,8 @@ impl Policy {
                 "the request ran out of time",
             ));
         }
-        let status = response.status();
-        if !self.status.is_empty() && self.status.contains(status) {
-            return Some(Escalation::new(
-                format!("{}{}", error_type::HTTP_STATUS_PREFIX, status.as_u16()),
-                format!("the response status was {status}"),
-            ));
-        }
-        predicate.escalate(response)
+        self.by_status(response)
+            .or_else(|| predicate.escalate(response))
     }
 }
 

@@ -1,26 +1,15 @@
-//! Work that goes on after its `202 Accepted`: tracking, bounds, cancellation, completion.
+//! Work that goes on after its `202 Accepted`: which tasks run, their places among at most
+//! so many, their cancellation, and a bounded shutdown.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Response;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
-use tower::BoxError;
 
-use super::config::Config;
-use super::store::{StoredResponse, TaskOutcome, TaskStore};
-use super::{reason, TaskId};
-use crate::deadline::{Deadline, DeadlineSource};
-use crate::escalate::{DefaultPredicate, Policy};
+use super::TaskId;
 
 /// The tasks this process detached and that are still running.
 ///
@@ -154,7 +143,7 @@ impl DetachedTasks {
     }
 
     /// Completes once [`shutdown`](Self::shutdown) stops running work.
-    fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut phase = self.inner.phase.subscribe();
         async move {
             let _ = phase.wait_for(|phase| *phase == Phase::Stopping).await;
@@ -241,177 +230,5 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         self.tasks.running().remove(&self.id);
         self.tasks.inner.ended.notify_waiters();
-    }
-}
-
-/// Polls `future`, turning a panic into `Err` with its payload.
-pub(crate) async fn catch_panic<F: Future + ?Sized>(
-    mut future: Pin<&mut F>,
-) -> Result<F::Output, Box<dyn Any + Send>> {
-    std::future::poll_fn(move |cx| {
-        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(payload)),
-        }
-    })
-    .await
-}
-
-/// Why a body could not be captured.
-pub(crate) enum CaptureError {
-    /// It was larger than the limit.
-    TooLarge,
-    /// It failed.
-    Failed(BoxError),
-}
-
-/// Reads a response body whole, up to `max` bytes: the one place the crate collects a
-/// body it keeps.
-pub(crate) async fn capture<B>(body: B, max: usize) -> Result<Bytes, CaptureError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(CaptureError::TooLarge),
-        Err(error) => Err(CaptureError::Failed(error)),
-    }
-}
-
-/// The outcome of the inner service's future: its response with the body captured up to
-/// the limit, or why it failed (an error, a panic in the handler or its body, an
-/// escalation that `policy` names).
-pub(crate) async fn outcome<F, B, E>(
-    id: TaskId,
-    mut future: Pin<Box<F>>,
-    max_bytes: usize,
-    policy: &Policy,
-) -> TaskOutcome
-where
-    F: Future<Output = Result<Response<B>, E>> + ?Sized,
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-    E: Into<BoxError>,
-{
-    let mut response = match catch_panic(future.as_mut()).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => {
-            let error: BoxError = error.into();
-            tracing::error!(target: "tower_serverless::offload", task = %id, %error, "offloaded work failed");
-            return TaskOutcome::failed(reason::FAILED);
-        }
-        Err(_) => {
-            tracing::error!(target: "tower_serverless::offload", task = %id, "offloaded work panicked");
-            return TaskOutcome::failed(reason::PANICKED);
-        }
-    };
-    if let Some(escalation) = policy.check(&DefaultPredicate, &mut response) {
-        tracing::error!(
-            target: "tower_serverless::offload",
-            task = %id,
-            error_type = escalation.error_type(),
-            message = escalation.message(),
-            "offloaded work escalated"
-        );
-        return TaskOutcome::Failed {
-            reason: reason::ESCALATED.into(),
-            error_type: Some(escalation.error_type().to_owned().into()),
-        };
-    }
-    let (parts, body) = response.into_parts();
-    match catch_panic(pin!(capture(body, max_bytes))).await {
-        Ok(Ok(body)) => TaskOutcome::Succeeded(StoredResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }),
-        Ok(Err(CaptureError::TooLarge)) => TaskOutcome::failed(reason::too_large(max_bytes)),
-        Ok(Err(CaptureError::Failed(error))) => {
-            tracing::error!(target: "tower_serverless::offload", task = %id, %error, "offloaded response body failed");
-            TaskOutcome::failed(reason::BODY_FAILED)
-        }
-        Err(_) => {
-            tracing::error!(target: "tower_serverless::offload", task = %id, "offloaded response body panicked");
-            TaskOutcome::failed(reason::BODY_PANICKED)
-        }
-    }
-}
-
-/// Detached work, boxed once: a pending task holds this box, not copies of its future.
-pub(crate) type Work = Pin<Box<dyn Future<Output = TaskOutcome> + Send>>;
-
-/// `work` under its background `deadline`, which is [`current`] inside it.
-///
-/// [`current`]: crate::deadline::current
-pub(crate) fn bounded<W>(work: W, deadline: Deadline) -> Work
-where
-    W: Future<Output = TaskOutcome> + Send + 'static,
-{
-    Box::pin(deadline.scoped(work))
-}
-
-/// Runs detached work to its end and stores the outcome: under the background deadline,
-/// renewing the lease, and stopping when the task is no longer pending (cancelled) or the
-/// process shuts down.
-pub(crate) async fn run(config: Arc<Config>, id: TaskId, work: Work, deadline: Deadline) {
-    let store = &*config.store;
-    let lease = config.lease;
-    let renewing = async {
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            match store.renew(id, lease).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(error) => {
-                    tracing::warn!(target: "tower_serverless::offload", task = %id, %error, "could not renew a task's lease")
-                }
-            }
-        }
-    };
-    let expired = async {
-        tokio::time::sleep_until(deadline.instant()).await;
-        match deadline.source() {
-            DeadlineSource::Function => reason::LAMBDA_DEADLINE,
-            _ => reason::BACKGROUND_DEADLINE,
-        }
-    };
-    let (outcome, retry_for) = tokio::select! {
-        outcome = work => (outcome, config.store_retry),
-        reason = expired => (TaskOutcome::failed(reason), config.store_retry),
-        // Shutting down: one attempt to record it, no retries.
-        () = config.detached.stopping() => (TaskOutcome::failed(reason::SHUT_DOWN), Duration::ZERO),
-        () = renewing => {
-            tracing::debug!(target: "tower_serverless::offload", task = %id, "task no longer pending; its work stopped");
-            return;
-        }
-    };
-    finish(store, id, outcome, retry_for).await;
-}
-
-/// Stores a task's outcome, retrying a failed write with backoff (100 ms, doubling, at most
-/// 5 s apart) for up to `retry_for`: long enough to outlast a store's failover.
-pub(crate) async fn finish(
-    store: &dyn TaskStore,
-    id: TaskId,
-    outcome: TaskOutcome,
-    retry_for: Duration,
-) {
-    let start = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(100);
-    for attempt in 1.. {
-        match store.finish(id, outcome.clone()).await {
-            Ok(_) => return,
-            Err(error) if start.elapsed() + backoff > retry_for => {
-                tracing::error!(target: "tower_serverless::offload", task = %id, %error, attempts = attempt, "could not store a task's outcome; it is lost");
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(target: "tower_serverless::offload", task = %id, %error, attempt, "could not store a task's outcome; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
     }
 }

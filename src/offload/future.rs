@@ -1,34 +1,51 @@
 //! Response future of [`Offload`](super::Offload).
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
+use http::Response;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower::{BoxError, Service};
+use tower::BoxError;
 
-use super::config::Config;
-use super::detached::{self, catch_panic, Invocation, Reservation};
-use super::store::{Created, NewTask, StoredResponse, TaskOutcome};
-use super::{reason, TaskId};
-use crate::deadline::{Deadline, DeadlineSource};
+use super::body::{Keeper, ResponseBody};
+use super::reason;
+use super::store::TaskOutcome;
+use super::task::{applied_to, Answer, Plan, Start, Started};
 
-type Answer<B, E> = Result<Response<Either<B, Full<Bytes>>>, E>;
 type BoxAnswer<B, E> = Pin<Box<dyn Future<Output = Answer<B, E>> + Send>>;
-
-const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
+type Starting<F, B, E> = Pin<Box<dyn Future<Output = Start<F, B, E>> + Send>>;
 
 pin_project! {
     /// Response future of [`Offload`](super::Offload).
+    ///
+    /// Dropped while the work of a request with an `Idempotency-Key` still runs (the client
+    /// went away, a proxy or a [`DeadlineLayer`](crate::DeadlineLayer) gave up), the work
+    /// moves to a detached task and runs to an outcome, which the retries find.
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         state: State<F, B, E>,
+    }
+
+    impl<F, B, E> PinnedDrop for ResponseFuture<F, B, E> {
+        fn drop(this: Pin<&mut Self>) {
+            match this.project().state.project() {
+                StateProj::Starting { future, adopt } => {
+                    if let Some(future) = future.take() {
+                        adopt(future);
+                    }
+                }
+                StateProj::Racing { future, plan, task, detach, .. } => {
+                    if let (Some(future), Some(plan), Some(task)) = (future.take(), plan.take(), task.take()) {
+                        detach(&plan, task, future);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -37,27 +54,48 @@ pin_project! {
     enum State<F, B, E> {
         // Not offloadable: the inner future as it is.
         Passthrough { #[pin] future: F },
-        // Offloadable: the inner future is boxed so that it can move to a detached task.
-        Racing { future: Option<Pin<Box<F>>>, #[pin] sleep: Sleep, plan: Option<Plan> },
+        // A keyed request: its fingerprint and record before its work starts.
+        Starting { future: Option<Starting<F, B, E>>, adopt: fn(Starting<F, B, E>) },
+        // The race of the work against the threshold, keyed or not. The inner future is
+        // boxed so that it can move to a detached task; a keyed one has its task already.
+        Racing {
+            future: Option<Pin<Box<F>>>,
+            #[pin]
+            sleep: Sleep,
+            plan: Option<Plan>,
+            task: Option<Started>,
+            detach: fn(&Plan, Started, Pin<Box<F>>),
+        },
         // Storing the task, or any path with store I/O.
         Slow { future: BoxAnswer<B, E> },
-        Ready { response: Option<Response<Either<B, Full<Bytes>>>> },
+        Ready { response: Option<Response<ResponseBody<B>>> },
     }
 }
 
-impl<F, B, E> ResponseFuture<F, B, E> {
+impl<F, B, E> ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError> + Send + 'static,
+{
     pub(crate) fn passthrough(future: F) -> Self {
         Self {
             state: State::Passthrough { future },
         }
     }
 
-    pub(crate) fn racing(future: Pin<Box<F>>, threshold: Duration, plan: Plan) -> Self {
+    pub(crate) fn racing(future: Pin<Box<F>>, plan: Plan) -> Self {
         Self {
-            state: State::Racing {
+            state: race(future, plan, None),
+        }
+    }
+
+    pub(crate) fn starting(future: Starting<F, B, E>) -> Self {
+        Self {
+            state: State::Starting {
                 future: Some(future),
-                sleep: tokio::time::sleep(threshold),
-                plan: Some(plan),
+                adopt: adopt::<F, B, E>,
             },
         }
     }
@@ -68,13 +106,48 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         }
     }
 
-    pub(crate) fn ready(response: Response<Full<Bytes>>) -> Self {
+    pub(crate) fn ready(response: Response<ResponseBody<B>>) -> Self {
         Self {
             state: State::Ready {
-                response: Some(response.map(Either::Right)),
+                response: Some(response),
             },
         }
     }
+}
+
+/// The race of `future` against the plan's threshold.
+fn race<F, B, E>(future: Pin<Box<F>>, plan: Plan, task: Option<Started>) -> State<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError> + Send + 'static,
+{
+    State::Racing {
+        future: Some(future),
+        sleep: tokio::time::sleep_until(plan.race_until),
+        plan: Some(plan),
+        task,
+        detach: Plan::detach::<F, B, E>,
+    }
+}
+
+/// Finishes a keyed start whose foreground is gone: once the record exists, the work runs.
+fn adopt<F, B, E>(starting: Starting<F, B, E>)
+where
+    F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError> + Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        if let Start::Race { future, task, plan } = starting.await {
+            plan.detach(task, future);
+        }
+    });
 }
 
 impl<F, B, E> Future for ResponseFuture<F, B, E>
@@ -93,28 +166,66 @@ where
                 StateProj::Passthrough { future } => {
                     return future
                         .poll(cx)
-                        .map_ok(|response| response.map(Either::Left));
+                        .map_ok(|response| response.map(ResponseBody::inner));
+                }
+                StateProj::Starting { future, .. } => {
+                    let starting = future.as_mut().expect("polled after completion");
+                    let start = std::task::ready!(starting.as_mut().poll(cx));
+                    *future = None;
+                    match start {
+                        Start::Answer(answer) => return Poll::Ready(answer),
+                        Start::Race { future, task, plan } => {
+                            this.state.set(race(future, plan, Some(task)));
+                        }
+                    }
                 }
                 StateProj::Racing {
                     future,
                     sleep,
                     plan,
+                    task,
+                    ..
                 } => {
                     let inner = future.as_mut().expect("polled after completion");
-                    if let Poll::Ready(result) = inner.as_mut().poll(cx) {
-                        let applied = plan.as_ref().and_then(|plan| plan.applied.clone());
-                        return Poll::Ready(
-                            result.map(|response| applied_to(response.map(Either::Left), applied)),
-                        );
+                    let polled = if task.is_some() {
+                        // A keyed task records a panic before it unwinds further.
+                        match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+                            Ok(polled) => polled,
+                            Err(panic) => {
+                                *future = None;
+                                let plan = plan.take().expect("taken once");
+                                plan.fail(
+                                    task.take().expect("checked"),
+                                    TaskOutcome::failed(reason::PANICKED),
+                                );
+                                std::panic::resume_unwind(panic)
+                            }
+                        }
+                    } else {
+                        inner.as_mut().poll(cx)
+                    };
+                    if let Poll::Ready(result) = polled {
+                        *future = None;
+                        let plan = plan.take().expect("taken once");
+                        return Poll::Ready(finished(plan, task.take(), result));
                     }
                     if sleep.poll(cx).is_pending() {
                         return Poll::Pending;
                     }
-                    let (future, plan) = (future.take(), plan.take());
-                    let (future, plan) = (future.expect("taken once"), plan.expect("taken once"));
-                    this.state.set(State::Slow {
-                        future: Box::pin(plan.offload(future)),
-                    });
+                    let future = future.take().expect("taken once");
+                    let plan = plan.take().expect("taken once");
+                    match task.take() {
+                        Some(task) => {
+                            let id = task.id;
+                            plan.detach(task, future);
+                            this.state.set(State::Ready {
+                                response: Some(plan.accepted(id, None)),
+                            });
+                        }
+                        None => this.state.set(State::Slow {
+                            future: Box::pin(plan.offload(future)),
+                        }),
+                    }
                 }
                 StateProj::Slow { future } => return future.as_mut().poll(cx),
                 StateProj::Ready { response } => {
@@ -125,241 +236,40 @@ where
     }
 }
 
-fn applied_to<B>(mut response: Response<B>, applied: Option<HeaderValue>) -> Response<B> {
-    if let Some(applied) = applied {
-        response.headers_mut().insert(PREFERENCE_APPLIED, applied);
-    }
-    response
-}
-
-pub(crate) fn bad_idempotency_key() -> Response<Full<Bytes>> {
-    crate::response::problem(
-        StatusCode::BAD_REQUEST,
-        "the Idempotency-Key header must hold 1 to 255 visible ASCII characters",
-    )
-}
-
-pub(crate) fn retry_after(after: Duration) -> HeaderValue {
-    // Whole seconds, rounded up: a client must not come back before the hint.
-    HeaderValue::from(
-        after
-            .as_secs()
-            .saturating_add(u64::from(after.subsec_nanos() > 0)),
-    )
-}
-
-/// What an offloadable request needs to become a task.
-pub(crate) struct Plan {
-    pub(crate) config: Arc<Config>,
-    pub(crate) owner: Option<String>,
-    pub(crate) applied: Option<HeaderValue>,
-    /// What goes in front of the status URL: the public prefix and the axum nesting.
-    pub(crate) base: Option<String>,
-    /// The Lambda invocation of the request, which is held for the work it detaches.
-    pub(crate) invocation: Option<Invocation>,
-    /// Set by the host for work detached from this request (the Lambda runner: the
-    /// function's deadline).
-    pub(crate) background: Option<Deadline>,
-}
-
-impl Plan {
-    /// Reserves a place among the running detached tasks and creates the task's pending
-    /// record; `None` (logged) when there is no place or the record could not be stored.
-    async fn create(
-        &self,
-        idempotency_key: Option<String>,
-    ) -> Option<(TaskId, Created, Reservation)> {
-        let id = match &idempotency_key {
-            Some(key) => TaskId::random_for(self.owner.as_deref(), key),
-            None => TaskId::random(),
-        };
-        let id = match id {
-            Ok(id) => id,
-            Err(error) => {
-                tracing::error!(target: "tower_serverless::offload", %error, "no randomness for a task id; answering in the foreground");
-                return None;
-            }
-        };
-        let detached = &self.config.detached;
-        let reserved = detached.reserve(id, self.config.max_detached, self.invocation.clone());
-        let Some(reservation) = reserved else {
-            tracing::debug!(target: "tower_serverless::offload", "no place for another detached task; answering in the foreground");
-            return None;
-        };
-        let task = NewTask {
-            id,
-            owner: self.owner.clone(),
-            idempotency_key,
-            lease: self.config.lease,
-            ttl: self.config.ttl,
-        };
-        match self.config.store.create(task).await {
-            Ok(Created::Existing(existing)) => {
-                Some((existing, Created::Existing(existing), reservation))
-            }
-            Ok(Created::New) => Some((id, Created::New, reservation)),
-            Err(error) => {
-                tracing::warn!(target: "tower_serverless::offload", %error, "could not store a task; answering in the foreground");
-                None
-            }
-        }
-    }
-
-    /// The `202 Accepted` for task `id`.
-    fn accepted<B>(&self, id: TaskId) -> Response<Either<B, Full<Bytes>>> {
-        let status_url = self.config.status_url(self.base.as_deref(), id);
-        // The id is hex and the prefix was checked at configuration; the base comes from the
-        // request, so the URL is escaped.
-        let quoted = serde_json::Value::from(status_url.as_str());
-        let body = format!(r#"{{"id":"{id}","status":"pending","status_url":{quoted}}}"#);
-        let mut response = crate::response::json(StatusCode::ACCEPTED, body);
-        let headers = response.headers_mut();
-        if let Ok(location) = HeaderValue::try_from(status_url) {
-            headers.insert(header::LOCATION, location);
-        }
-        headers.insert(header::RETRY_AFTER, retry_after(self.config.retry_after));
-        applied_to(response, self.applied.clone()).map(Either::Right)
-    }
-
-    /// Moves `future` to a detached task, in the place `reservation` holds, that stores
-    /// its outcome.
-    fn detach<F, B, E>(&self, reservation: Reservation, id: TaskId, future: Pin<Box<F>>)
-    where
-        F: Future<Output = Result<Response<B>, E>> + Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-        E: Into<BoxError> + Send + 'static,
-    {
-        let config = self.config.clone();
-        let deadline = self.background_deadline();
-        let work = detached::bounded(
-            async move {
-                detached::outcome(id, future, config.max_result_bytes, &config.escalation).await
-            },
-            deadline,
-        );
-        reservation.spawn(detached::run(self.config.clone(), id, work, deadline));
-    }
-
-    /// The configured background budget from now, or the host's deadline when earlier.
-    fn background_deadline(&self) -> Deadline {
-        let configured = Deadline::after(self.config.background, DeadlineSource::Background);
-        self.background
-            .map_or(configured, |host| configured.min(host))
-    }
-
-    /// Stores the task and answers `202`, or waits in the foreground when it cannot be stored.
-    pub(crate) async fn offload<F, B, E>(self, future: Pin<Box<F>>) -> Answer<B, E>
-    where
-        F: Future<Output = Result<Response<B>, E>> + Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-        E: Into<BoxError> + Send + 'static,
-    {
-        match self.create(None).await {
-            Some((id, _, reservation)) => {
-                self.detach(reservation, id, future);
-                Ok(self.accepted(id))
-            }
-            None => future.await.map(|response| response.map(Either::Left)),
-        }
-    }
-}
-
-/// A request with an `Idempotency-Key`: its task is stored before the work starts, so the
-/// same key never runs the work twice; a fast result is stored too, for the retries.
-pub(crate) async fn keyed<S, ReqBody, B>(
-    plan: Plan,
-    mut inner: S,
-    request: Request<ReqBody>,
-    key: String,
-    threshold: Duration,
-    immediate: bool,
-) -> Answer<B, S::Error>
+/// The answer of work that finished in the foreground. A keyed task keeps its response for
+/// the retries while it streams to the client, or records why there is none.
+fn finished<B, E>(plan: Plan, task: Option<Started>, result: Result<Response<B>, E>) -> Answer<B, E>
 where
-    S: Service<Request<ReqBody>, Response = Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError> + Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    ReqBody: Send + 'static,
 {
-    let (id, reservation) = match plan.create(Some(key)).await {
-        Some((existing, Created::Existing(_), _)) => return Ok(plan.accepted(existing)),
-        Some((id, Created::New, reservation)) => (id, reservation),
-        None => {
-            ready::<S, Request<ReqBody>>(&mut inner).await?;
-            return inner
-                .call(request)
-                .await
-                .map(|response| response.map(Either::Left));
+    let applied = plan.applied.clone();
+    let Some(task) = task else {
+        return result.map(|response| applied_to(response.map(ResponseBody::inner), applied));
+    };
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            plan.fail(task, TaskOutcome::failed(reason::FAILED));
+            return Err(error);
         }
     };
-    let store = &*plan.config.store;
-    let retry_for = plan.config.store_retry;
-    if let Err(error) = ready::<S, Request<ReqBody>>(&mut inner).await {
-        detached::finish(store, id, TaskOutcome::failed(reason::FAILED), retry_for).await;
-        return Err(error);
+    if let Some(escalation) = plan.config.escalation.peek(&response) {
+        let outcome = TaskOutcome::Failed {
+            reason: reason::ESCALATED.into(),
+            error_type: Some(escalation.error_type().to_owned().into()),
+        };
+        plan.fail(task, outcome);
+        return Ok(applied_to(response.map(ResponseBody::inner), applied));
     }
-    let mut future = Box::pin(inner.call(request));
-    let raced = if immediate {
-        None
-    } else {
-        tokio::time::timeout(threshold, catch_panic(future.as_mut()))
-            .await
-            .ok()
-    };
-    match raced {
-        None => {
-            plan.detach(reservation, id, future);
-            Ok(plan.accepted(id))
-        }
-        Some(Err(panic)) => {
-            detached::finish(store, id, TaskOutcome::failed(reason::PANICKED), retry_for).await;
-            std::panic::resume_unwind(panic)
-        }
-        Some(Ok(Err(error))) => {
-            detached::finish(store, id, TaskOutcome::failed(reason::FAILED), retry_for).await;
-            Err(error)
-        }
-        Some(Ok(Ok(response))) => {
-            let (parts, body) = response.into_parts();
-            let collected = body.collect().await.map_err(Into::<BoxError>::into);
-            let bytes = match collected {
-                Ok(collected) => collected.to_bytes(),
-                Err(error) => {
-                    tracing::error!(target: "tower_serverless::offload", task = %id, %error, "response body failed");
-                    detached::finish(
-                        store,
-                        id,
-                        TaskOutcome::failed(reason::BODY_FAILED),
-                        retry_for,
-                    )
-                    .await;
-                    return Ok(crate::response::problem(
-                        StatusCode::BAD_GATEWAY,
-                        reason::BODY_FAILED,
-                    )
-                    .map(Either::Right));
-                }
-            };
-            let max = plan.config.max_result_bytes;
-            let outcome = if bytes.len() <= max {
-                TaskOutcome::Succeeded(StoredResponse {
-                    status: parts.status,
-                    headers: parts.headers.clone(),
-                    body: bytes.clone(),
-                })
-            } else {
-                TaskOutcome::failed(reason::too_large(max))
-            };
-            detached::finish(store, id, outcome, retry_for).await;
-            let response = Response::from_parts(parts, Either::Right(Full::new(bytes)));
-            Ok(applied_to(response, plan.applied))
-        }
-    }
-}
-
-async fn ready<S: Service<R>, R>(service: &mut S) -> Result<(), S::Error> {
-    std::future::poll_fn(|cx| service.poll_ready(cx)).await
+    let (parts, body) = response.into_parts();
+    let keeper = Keeper::new(
+        plan.config.clone(),
+        task.id,
+        task.reservation,
+        parts.status,
+        parts.headers.clone(),
+    );
+    let response = Response::from_parts(parts, ResponseBody::kept(body, keeper));
+    Ok(applied_to(response, applied))
 }

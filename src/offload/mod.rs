@@ -20,10 +20,40 @@
 //! polls, replays results and cancels.
 //!
 //! Requests choose with `Prefer` (RFC 7240): `respond-async` gets the `202` at once,
-//! `wait=N` sets the threshold to N seconds (capped by [`max_wait`](OffloadLayer::max_wait));
-//! `Preference-Applied` says which applied. An `Idempotency-Key` stores the task before the
-//! work starts: the same key (and owner) gets the same task while it exists, and the work
-//! runs once. By default `POST`, `PUT`, `PATCH` and `DELETE` may be offloaded.
+//! `wait=N` sets the threshold to N seconds (capped by [`max_wait`](OffloadLayer::max_wait)),
+//! both together mean "asynchronously if it takes longer than N seconds";
+//! `Preference-Applied` says which applied. By default `POST`, `PUT`, `PATCH` and `DELETE`
+//! may be offloaded.
+//!
+//! # `Idempotency-Key`
+//!
+//! A request with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header)
+//! runs its work once, whatever the client retries and whatever happens to the connection:
+//!
+//! - **The key**: 1 to 255 visible ASCII characters, plain or as a structured-field string
+//!   (`"..."`); anything else is `400` problem+json.
+//! - **Scope**: the owner ([`OffloadLayer::owner`]), the method and the path. The same key on
+//!   another endpoint, or from another owner, is another request.
+//! - **Fingerprint**: FNV-1a (64 bits) over the method, the path and query, and the first
+//!   64 KiB of the body (read ahead and given back to the handler in the
+//!   [`RequestBody`]). The same key with another fingerprint is `422` problem+json, and
+//!   nothing runs.
+//! - **The record is stored before the work starts**, and the work then runs to an outcome
+//!   even when the request that started it is gone (the client left, a proxy or a
+//!   [`DeadlineLayer`](crate::DeadlineLayer) answered first). A store that cannot keep the
+//!   record (full, unavailable, no place among [`max_detached`](OffloadLayer::max_detached))
+//!   answers `503` problem+json with `Retry-After`: the work never runs unprotected.
+//! - **Answered in the foreground**, the response streams to the client as it would without
+//!   a key; a copy of up to [`max_result_bytes`](OffloadLayer::max_result_bytes) is kept for
+//!   the retries.
+//! - **A retry** while the first request may still answer in the foreground is `409`
+//!   problem+json with `Retry-After`; once finished, it gets the stored response replayed
+//!   (status, headers without `Set-Cookie`, body); a response that was too large to keep is
+//!   `410` problem+json; a task still running, failed or cancelled is a `202` whose body
+//!   states its real state.
+//! - **Expiry**: the key lives as long as its task: while pending, then the
+//!   [`ttl`](OffloadLayer::ttl) (15 min by default) from its end. After that the key is
+//!   new again.
 //!
 //! Tasks live in a [`TaskStore`]: [`MemoryStore`] (bounded, for one process) by default.
 //! On several processes or Lambda instances, polls land anywhere: use a shared store.
@@ -77,10 +107,12 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackgroundDeadline(pub crate::deadline::Deadline);
 
+mod body;
 mod config;
 mod detached;
 pub mod future;
 mod id;
+mod idempotency;
 mod layer;
 mod location;
 mod prefer;
@@ -88,7 +120,10 @@ pub mod reason;
 mod service;
 mod status;
 pub mod store;
+mod task;
+mod work;
 
+pub use self::body::{RequestBody, ResponseBody};
 pub use self::config::{DEFAULT_BACKGROUND_BUDGET, DEFAULT_MAX_DETACHED};
 pub use self::detached::DetachedTasks;
 #[cfg(feature = "lambda")]

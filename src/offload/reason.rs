@@ -38,6 +38,10 @@ pub const WORKER_LOST: &str = "worker lost";
 pub const CANCELLED: &str = "cancelled by the client";
 /// The result fit the layer's limit but not the store's room.
 pub const NO_ROOM: &str = "the result did not fit in the task store";
+/// A request with an `Idempotency-Key` was answered in the foreground, but its response was
+/// larger than [`max_result_bytes`](super::OffloadLayer::max_result_bytes) and was not kept:
+/// a retry gets `410 Gone`.
+pub const NOT_KEPT: &str = "the response was too large to keep for retries";
 /// The process shut down before the work finished
 /// ([`DetachedTasks::shutdown`](super::DetachedTasks::shutdown)).
 pub const SHUT_DOWN: &str = "the server shut down";

@@ -4,13 +4,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::{Either, Full};
+use http::{HeaderValue, Request, Response};
 use tower::{BoxError, Service};
 
+use super::body::{RequestBody, ResponseBody};
 use super::config::Config;
 use super::detached::Invocation;
-use super::future::{keyed, Plan, ResponseFuture};
+use super::future::ResponseFuture;
+use super::idempotency;
+use super::task::{bad_idempotency_key, Plan};
 use super::{prefer, BackgroundDeadline};
 use crate::deadline::{self, Deadline};
 
@@ -42,33 +44,21 @@ impl<S: fmt::Debug> fmt::Debug for Offload<S> {
     }
 }
 
-/// The client's `Idempotency-Key`: `Ok(None)` when absent, `Err` when malformed.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ()> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let text = value.to_str().map_err(|_| ())?.trim();
-    // The draft standard writes it as a structured-field string; plain tokens are common.
-    let text = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(());
-    }
-    Ok(Some(text.to_owned()))
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Offload<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body + Unpin + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Send,
 {
-    type Response = Response<Either<ResBody, Full<Bytes>>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
@@ -78,6 +68,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
+        let request = request.map(RequestBody::new);
         if !config.methods.contains(request.method()) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
@@ -93,9 +84,10 @@ where
         } else {
             (request, None)
         };
-        let Ok(key) = idempotency_key(request.headers()) else {
-            return ResponseFuture::ready(super::future::bad_idempotency_key());
+        let Ok(key) = idempotency::key(request.headers()) else {
+            return ResponseFuture::ready(bad_idempotency_key());
         };
+        let key = key.map(|key| idempotency::scoped(request.method(), request.uri().path(), key));
 
         let preferences = prefer::parse(request.headers());
         let wait = preferences.wait.map(|wait| wait.min(config.max_wait));
@@ -135,18 +127,18 @@ where
                 .extensions()
                 .get::<BackgroundDeadline>()
                 .map(|b| b.0),
+            race_until: tokio::time::Instant::now() + threshold,
         };
         if let Some(key) = key {
+            // The clone that was made ready is the one to call; a fresh clone stays.
             let ready = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, ready);
-            return ResponseFuture::slow(Box::pin(keyed(
-                plan, inner, request, key, threshold, immediate,
-            )));
+            return ResponseFuture::starting(Box::pin(plan.start_keyed(inner, request, key)));
         }
         let future = Box::pin(self.inner.call(request));
         if immediate {
             return ResponseFuture::slow(Box::pin(plan.offload(future)));
         }
-        ResponseFuture::racing(future, threshold, plan)
+        ResponseFuture::racing(future, plan)
     }
 }

@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use tower::Service;
 
 use super::config::Config;
-use super::future::retry_after;
 use super::store::{BoxFuture, CancelResult, StoreError, TaskRecord, TaskState};
+use super::task::retry_after;
 use super::TaskId;
 
 /// The status endpoint of an [`OffloadLayer`](super::OffloadLayer)'s tasks.

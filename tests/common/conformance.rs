@@ -15,6 +15,8 @@ fn task() -> NewTask {
         id: TaskId::random().unwrap(),
         owner: None,
         idempotency_key: None,
+        fingerprint: None,
+        foreground: Duration::ZERO,
         lease: Duration::from_secs(60),
         ttl: Duration::from_secs(60),
     }
@@ -26,6 +28,8 @@ fn keyed(owner: Option<&str>, key: &str) -> NewTask {
         id: TaskId::random_for(owner, key).unwrap(),
         owner: owner.map(str::to_owned),
         idempotency_key: Some(key.to_owned()),
+        fingerprint: None,
+        foreground: Duration::ZERO,
         ..task()
     }
 }
@@ -128,8 +132,17 @@ async fn cancel(store: &dyn TaskStore) {
 
 async fn idempotency(store: &dyn TaskStore) {
     let key = format!("key-{}", TaskId::random().unwrap());
-    let first = keyed(Some("a:b"), &key);
+    let first = NewTask {
+        fingerprint: Some("0123456789abcdef".into()),
+        foreground: Duration::from_secs(60),
+        ..keyed(Some("a:b"), &key)
+    };
     assert_eq!(store.create(first.clone()).await.unwrap(), Created::New);
+    let kept = store.get(first.id).await.unwrap().unwrap();
+    assert_eq!(kept.fingerprint.as_deref(), Some("0123456789abcdef"));
+    let until = kept.foreground_until.expect("kept");
+    let ahead = until.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(ahead > Duration::from_secs(50), "{ahead:?}");
     let again = keyed(Some("a:b"), &key);
     assert_eq!(
         store.create(again.clone()).await.unwrap(),

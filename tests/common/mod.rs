@@ -69,6 +69,11 @@ impl HttpClient {
         collect(response).await
     }
 
+    /// The status of the answer to `request`, without reading its body.
+    pub async fn head_of(&self, request: Request<Full<Bytes>>) -> http::StatusCode {
+        self.0.request(request).await.unwrap().status()
+    }
+
     pub async fn get(&self, url: &str) -> Collected {
         self.send(Request::get(url).body(Full::default()).unwrap())
             .await

@@ -207,6 +207,8 @@ impl TaskStore for MemoryStore {
             error: None,
             error_type: None,
             owner: task.owner,
+            fingerprint: task.fingerprint,
+            foreground_until: SystemTime::now().checked_add(task.foreground),
             result: None,
         };
         let entry = Entry {

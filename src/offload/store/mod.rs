@@ -19,17 +19,19 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = MemoryStore::new();
-//! let id = TaskId::random()?;
+//! let id = TaskId::random_for(None, "POST /orders order-42")?;
 //! let task = NewTask {
 //!     id,
 //!     owner: None,
-//!     idempotency_key: Some("order-42".into()),
+//!     idempotency_key: Some("POST /orders order-42".into()),
+//!     fingerprint: None,
+//!     foreground: Duration::ZERO,
 //!     lease: Duration::from_secs(60),
 //!     ttl: Duration::from_secs(900),
 //! };
 //! assert_eq!(store.create(task.clone()).await?, Created::New);
 //! // The same idempotency key finds the same task.
-//! let again = NewTask { id: TaskId::random()?, ..task };
+//! let again = NewTask { id: TaskId::random_for(None, "POST /orders order-42")?, ..task };
 //! assert_eq!(store.create(again).await?, Created::Existing(id));
 //!
 //! assert!(store.finish(id, TaskOutcome::failed("the handler failed")).await?);
@@ -147,6 +149,11 @@ pub struct TaskRecord {
     pub error_type: Option<String>,
     /// Who created the task, when the layer binds tasks to owners.
     pub owner: Option<String>,
+    /// The fingerprint of the request that created a task with an idempotency key.
+    pub fingerprint: Option<String>,
+    /// Until when the request that created the task may still answer in the foreground: a
+    /// retry of its key before then is answered `409 Conflict`.
+    pub foreground_until: Option<SystemTime>,
     /// The response of a succeeded task (boxed: most records are pending or failed, and
     /// stay small).
     pub result: Option<Box<StoredResponse>>,
@@ -159,8 +166,14 @@ pub struct NewTask {
     pub id: TaskId,
     /// Who creates it.
     pub owner: Option<String>,
-    /// The client's `Idempotency-Key`, scoped by owner.
+    /// The client's `Idempotency-Key` in its scope (method and path); the store scopes it by
+    /// owner too. Then `id` comes from [`TaskId::random_for`].
     pub idempotency_key: Option<String>,
+    /// The fingerprint of the request, kept to tell a retry from another request sent with
+    /// the same key.
+    pub fingerprint: Option<String>,
+    /// How long the request may still answer in the foreground, from now.
+    pub foreground: Duration,
     /// How long the pending record stays valid unless renewed; after that it reads as
     /// failed (`worker lost`).
     pub lease: Duration,

@@ -199,7 +199,8 @@ fn script(body: &str) -> Script {
 }
 
 // KEYS: task[, idempotency key]. ARGV: id, owner ('' when has_owner is '0'), has_owner,
-// lease ms, ttl ms. Returns the existing task's id for a known key, else ''.
+// lease ms, ttl ms, fingerprint or '', foreground ms. Returns the existing task's id for a
+// known key, else ''.
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -211,6 +212,8 @@ if KEYS[2] then
 end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'created', now, 'lease', now + lease, 'ttl', ttl)
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'owner', ARGV[2]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'fingerprint', ARGV[6]) end
+redis.call('HSET', KEYS[1], 'foreground', now + tonumber(ARGV[7]))
 if KEYS[2] then
   redis.call('SET', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[1], 'idem', KEYS[2])
@@ -290,7 +293,7 @@ static STATUS: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if not settle(KEYS[1], now_ms(), ARGV[1]) then return false end
-local names = {'state', 'created', 'finished', 'error', 'error_type', 'owner'}
+local names = {'state', 'created', 'finished', 'error', 'error_type', 'owner', 'fingerprint', 'foreground'}
 local values = redis.call('HMGET', KEYS[1], unpack(names))
 local fields = {}
 for i, name in ipairs(names) do
@@ -384,6 +387,8 @@ fn record(
         error: fields.remove("error").and_then(text),
         error_type: fields.remove("error_type").and_then(text),
         owner: fields.remove("owner").and_then(text),
+        fingerprint: fields.remove("fingerprint").and_then(text),
+        foreground_until: fields.get("foreground").and_then(|ms| epoch(ms)),
         result,
     })
 }
@@ -423,6 +428,8 @@ impl TaskStore for RedisStore {
                 .arg(if task.owner.is_some() { "1" } else { "0" })
                 .arg(millis(task.lease))
                 .arg(millis(task.ttl))
+                .arg(task.fingerprint.as_deref().unwrap_or_default())
+                .arg(millis(task.foreground))
                 .invoke_async(&mut self.connection.clone())
                 .await
                 .map_err(unavailable)?;

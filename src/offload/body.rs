@@ -1,0 +1,371 @@
+//! The bodies an [`Offload`](super::Offload) service passes on: the request body its inner
+//! service reads, and the response body it answers with.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use pin_project_lite::pin_project;
+use tower::BoxError;
+
+use super::config::Config;
+use super::detached::Reservation;
+use super::idempotency::{Fingerprint, FINGERPRINT_PREFIX};
+use super::store::{StoredResponse, TaskOutcome};
+use super::work;
+use super::{reason, TaskId};
+
+pin_project! {
+    /// The request body the inner service of an [`Offload`](super::Offload) reads: the
+    /// client's body as it came. For a request with an `Idempotency-Key`, its first 64 KiB
+    /// were read ahead for the request's fingerprint and are given back first.
+    pub struct RequestBody<B: Body> {
+        #[pin]
+        inner: B,
+        ahead: VecDeque<Frame<B::Data>>,
+        error: Option<B::Error>,
+        ended: bool,
+    }
+}
+
+impl<B: Body> RequestBody<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        Self {
+            inner,
+            ahead: VecDeque::new(),
+            error: None,
+            ended: false,
+        }
+    }
+}
+
+impl<B: Body + Unpin> RequestBody<B> {
+    /// Reads ahead up to [`FINGERPRINT_PREFIX`] bytes into `fingerprint`.
+    pub(crate) async fn read_ahead(mut self, fingerprint: &mut Fingerprint) -> Self {
+        let mut read = 0;
+        while read < FINGERPRINT_PREFIX {
+            match std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await {
+                None => {
+                    self.ended = true;
+                    break;
+                }
+                Some(Err(error)) => {
+                    self.error = Some(error);
+                    break;
+                }
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let chunk = data.chunk();
+                        let take = chunk.len().min(FINGERPRINT_PREFIX - read);
+                        fingerprint.update(&chunk[..take]);
+                        read += data.remaining();
+                    }
+                    self.ahead.push_back(frame);
+                }
+            }
+        }
+        self
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        if let Some(frame) = this.ahead.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        if let Some(error) = this.error.take() {
+            *this.ended = true;
+            return Poll::Ready(Some(Err(error)));
+        }
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ahead.is_empty() && self.error.is_none() && (self.ended || self.inner.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.ahead.is_empty() && self.error.is_none() && !self.ended {
+            return self.inner.size_hint();
+        }
+        SizeHint::default()
+    }
+}
+
+impl<B: Body + fmt::Debug> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The response body of an [`Offload`](super::Offload) service: the inner service's
+    /// body, untouched; or one the layer wrote (`202`, a replay, a problem); or, for a
+    /// request with an `Idempotency-Key` answered in the foreground, the inner body streamed
+    /// to the client while a bounded copy is kept for the retries.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Written { #[pin] body: Full<Bytes> },
+        Kept { body: Kept },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn written(body: Full<Bytes>) -> Self {
+        Self {
+            kind: Kind::Written { body },
+        }
+    }
+
+    pub(crate) fn kept(body: B, keeper: Keeper) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self {
+            kind: Kind::Kept {
+                body: Kept {
+                    body: Some(body.map_err(Into::into).boxed_unsync()),
+                    keeper: Some(keeper),
+                },
+            },
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Written { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            KindProj::Kept { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Written { body } => body.is_end_stream(),
+            Kind::Kept { body } => body.body.as_ref().is_none_or(|b| b.is_end_stream()),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Written { body } => body.size_hint(),
+            Kind::Kept { body } => body
+                .body
+                .as_ref()
+                .map_or_else(SizeHint::default, |b| b.size_hint()),
+        }
+    }
+}
+
+/// An empty body, as tower-http's middleware make for their own answers.
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::written(Full::default())
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
+
+/// What a keyed task keeps of a response answered in the foreground, and where.
+pub(crate) struct Keeper {
+    config: Arc<Config>,
+    id: TaskId,
+    reservation: Reservation,
+    status: StatusCode,
+    headers: HeaderMap,
+    /// `None` once the body outgrew the limit.
+    copy: Option<BytesMut>,
+}
+
+impl Keeper {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        id: TaskId,
+        reservation: Reservation,
+        status: StatusCode,
+        headers: HeaderMap,
+    ) -> Self {
+        Self {
+            config,
+            id,
+            reservation,
+            status,
+            headers,
+            copy: Some(BytesMut::new()),
+        }
+    }
+
+    /// Keeps `data`; `false` when the body outgrew the limit with it.
+    fn keep(&mut self, data: &[u8]) -> bool {
+        let max = self.config.max_result_bytes;
+        if let Some(copy) = &mut self.copy {
+            if copy.len() + data.len() > max {
+                self.copy = None;
+                return false;
+            }
+            copy.extend_from_slice(data);
+        }
+        true
+    }
+
+    /// Stores `outcome` in a task of its own, holding the task's place until it is stored.
+    fn store(self, outcome: TaskOutcome) {
+        let Self {
+            config,
+            id,
+            reservation,
+            ..
+        } = self;
+        spawn(async move {
+            work::finish(&*config.store, id, outcome, config.store_retry).await;
+            drop(reservation);
+        });
+    }
+
+    fn succeeded(self) {
+        let Some(copy) = &self.copy else {
+            return self.store(TaskOutcome::failed(reason::NOT_KEPT));
+        };
+        let response = StoredResponse {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: copy.clone().freeze(),
+        };
+        self.store(TaskOutcome::Succeeded(response));
+    }
+}
+
+/// Runs `future` on the current tokio runtime; outside one (a runtime being torn down) the
+/// write is lost, and the task reads `worker lost` once its lease lapses.
+fn spawn(future: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(future);
+        }
+        Err(_) => {
+            tracing::warn!(target: "tower_serverless::offload", "no runtime to store a task's outcome on")
+        }
+    }
+}
+
+/// A keyed response body on its way to the client, kept up to the limit for the retries.
+/// Dropped before its end (the client went away), the rest is read in a task of its own, so
+/// that the outcome is stored all the same. Boxed once, so that the task can own it.
+struct Kept {
+    body: Option<UnsyncBoxBody<Bytes, BoxError>>,
+    keeper: Option<Keeper>,
+}
+
+impl Kept {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(body) = &mut self.body else {
+            return Poll::Ready(None);
+        };
+        let polled = std::task::ready!(Pin::new(body).poll_frame(cx));
+        self.observe(polled.as_ref().map(|r| r.as_ref().map_err(|_| ())));
+        if polled.is_none() {
+            self.body = None;
+        }
+        Poll::Ready(polled)
+    }
+
+    /// Keeps what passes, and stores the outcome once it is known.
+    fn observe(&mut self, polled: Option<Result<&Frame<Bytes>, ()>>) {
+        let Some(keeper) = &mut self.keeper else {
+            return;
+        };
+        match polled {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    if !keeper.keep(data) {
+                        // Too large to keep: say so now, the stream may never end.
+                        let keeper = self.keeper.take().expect("checked above");
+                        keeper.store(TaskOutcome::failed(reason::NOT_KEPT));
+                    }
+                }
+            }
+            Some(Err(())) => {
+                let keeper = self.keeper.take().expect("checked above");
+                keeper.store(TaskOutcome::failed(reason::BODY_FAILED));
+            }
+            None => self.keeper.take().expect("checked above").succeeded(),
+        }
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let (Some(mut body), Some(mut keeper)) = (self.body.take(), self.keeper.take()) else {
+            return;
+        };
+        // The client is gone; the rest of the body is read to store the outcome.
+        spawn(async move {
+            loop {
+                let frame = body.frame().await;
+                match frame {
+                    None => return keeper.succeeded(),
+                    Some(Err(_)) => return keeper.store(TaskOutcome::failed(reason::BODY_FAILED)),
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            if !keeper.keep(data) {
+                                return keeper.store(TaskOutcome::failed(reason::NOT_KEPT));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,333 @@
+//! A request becomes a task: its pending record, the `202 Accepted`, the detached work, and
+//! for a request with an `Idempotency-Key`, the record made before the work starts and the
+//! answers to its retries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use tower::{BoxError, Service};
+
+use super::body::{RequestBody, ResponseBody};
+use super::config::Config;
+use super::detached::{Invocation, Reservation};
+use super::idempotency::Fingerprint;
+use super::store::{Created, NewTask, TaskOutcome, TaskRecord, TaskState};
+use super::work;
+use super::{reason, TaskId};
+use crate::deadline::{Deadline, DeadlineSource};
+use tokio::time::Instant;
+
+pub(crate) type Answer<B, E> = Result<Response<ResponseBody<B>>, E>;
+
+const PREFERENCE_APPLIED: http::HeaderName = http::HeaderName::from_static("preference-applied");
+
+/// What an offloadable request needs to become a task.
+pub(crate) struct Plan {
+    pub(crate) config: Arc<Config>,
+    pub(crate) owner: Option<String>,
+    pub(crate) applied: Option<HeaderValue>,
+    /// What goes in front of the status URL: the public prefix and the axum nesting.
+    pub(crate) base: Option<String>,
+    /// The Lambda invocation of the request, which is held for the work it detaches.
+    pub(crate) invocation: Option<Invocation>,
+    /// Set by the host for work detached from this request (the Lambda runner: the
+    /// function's deadline).
+    pub(crate) background: Option<Deadline>,
+    /// When the race against the work ends: the threshold, capped by the deadline minus
+    /// the margin.
+    pub(crate) race_until: Instant,
+}
+
+/// A keyed task whose record exists and whose work has started: its place among the
+/// running tasks goes with the work until the outcome is stored.
+pub(crate) struct Started {
+    pub(crate) id: TaskId,
+    pub(crate) reservation: Reservation,
+}
+
+/// How a keyed request begins: answered at once (a retry, a conflict, a refusal), or its
+/// work started under a stored record.
+pub(crate) enum Start<F, B, E> {
+    Answer(Answer<B, E>),
+    Race {
+        future: Pin<Box<F>>,
+        task: Started,
+        plan: Plan,
+    },
+}
+
+/// The `Preference-Applied` header, when a preference was applied.
+pub(crate) fn applied_to<B>(
+    mut response: Response<B>,
+    applied: Option<HeaderValue>,
+) -> Response<B> {
+    if let Some(applied) = applied {
+        response.headers_mut().insert(PREFERENCE_APPLIED, applied);
+    }
+    response
+}
+
+/// Whole seconds, rounded up: a client must not come back before the hint.
+pub(crate) fn retry_after(after: Duration) -> HeaderValue {
+    HeaderValue::from(
+        after
+            .as_secs()
+            .saturating_add(u64::from(after.subsec_nanos() > 0)),
+    )
+}
+
+/// A problem+json response the layer writes.
+pub(crate) fn problem<B>(status: StatusCode, detail: &str) -> Response<ResponseBody<B>> {
+    crate::response::problem(status, detail).map(ResponseBody::written)
+}
+
+pub(crate) fn bad_idempotency_key<B>() -> Response<ResponseBody<B>> {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "the Idempotency-Key header must hold 1 to 255 visible ASCII characters",
+    )
+}
+
+impl Plan {
+    /// A new task id (for `key`'s partition, when keyed) and its place among the running
+    /// detached tasks; `None` (logged) when there is no randomness or no place.
+    fn reserve(&self, key: Option<&str>) -> Option<(TaskId, Reservation)> {
+        let id = match key {
+            Some(key) => TaskId::random_for(self.owner.as_deref(), key),
+            None => TaskId::random(),
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::error!(target: "tower_serverless::offload", %error, "no randomness for a task id");
+                return None;
+            }
+        };
+        let detached = &self.config.detached;
+        let reserved = detached.reserve(id, self.config.max_detached, self.invocation.clone());
+        if reserved.is_none() {
+            tracing::debug!(target: "tower_serverless::offload", "no place for another detached task");
+        }
+        reserved.map(|reservation| (id, reservation))
+    }
+
+    fn new_task(&self, id: TaskId) -> NewTask {
+        NewTask {
+            id,
+            owner: self.owner.clone(),
+            idempotency_key: None,
+            fingerprint: None,
+            foreground: Duration::ZERO,
+            lease: self.config.lease,
+            ttl: self.config.ttl,
+        }
+    }
+
+    /// The `202 Accepted` for task `id` in `state`.
+    pub(crate) fn accepted<B>(
+        &self,
+        id: TaskId,
+        record: Option<&TaskRecord>,
+    ) -> Response<ResponseBody<B>> {
+        let status_url = self.config.status_url(self.base.as_deref(), id);
+        let mut body = serde_json::json!({
+            "id": id.to_string(),
+            "status": record.map_or(TaskState::Pending, |r| r.state).as_str(),
+            "status_url": status_url,
+        });
+        if let Some(record) = record {
+            if let Some(error) = &record.error {
+                body["error"] = error.as_str().into();
+            }
+            if let Some(error_type) = &record.error_type {
+                body["error_type"] = error_type.as_str().into();
+            }
+        }
+        let mut response = crate::response::json(StatusCode::ACCEPTED, body.to_string());
+        let headers = response.headers_mut();
+        if let Ok(location) = HeaderValue::try_from(status_url) {
+            headers.insert(header::LOCATION, location);
+        }
+        headers.insert(header::RETRY_AFTER, retry_after(self.config.retry_after));
+        applied_to(response, self.applied.clone()).map(ResponseBody::written)
+    }
+
+    /// Moves `future` to a detached task, in the place `task` holds, that stores its
+    /// outcome.
+    pub(crate) fn detach<F, B, E>(&self, task: Started, future: Pin<Box<F>>)
+    where
+        F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        E: Into<BoxError> + Send + 'static,
+    {
+        let Started { id, reservation } = task;
+        let config = self.config.clone();
+        let deadline = self.background_deadline();
+        let work = work::bounded(
+            async move { work::outcome(id, future, config.max_result_bytes, &config.escalation).await },
+            deadline,
+        );
+        reservation.spawn(work::run(self.config.clone(), id, work, deadline));
+    }
+
+    /// The configured background budget from now, or the host's deadline when earlier.
+    fn background_deadline(&self) -> Deadline {
+        let configured = Deadline::after(self.config.background, DeadlineSource::Background);
+        self.background
+            .map_or(configured, |host| configured.min(host))
+    }
+
+    /// Stores the task and answers `202`, or waits in the foreground when it cannot be
+    /// stored (no place, no store).
+    pub(crate) async fn offload<F, B, E>(self, future: Pin<Box<F>>) -> Answer<B, E>
+    where
+        F: Future<Output = Result<Response<B>, E>> + Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        E: Into<BoxError> + Send + 'static,
+    {
+        let Some((id, reservation)) = self.reserve(None) else {
+            return future
+                .await
+                .map(|response| response.map(ResponseBody::inner));
+        };
+        match self.config.store.create(self.new_task(id)).await {
+            Ok(_) => {
+                self.detach(Started { id, reservation }, future);
+                Ok(self.accepted(id, None))
+            }
+            Err(error) => {
+                tracing::warn!(target: "tower_serverless::offload", %error, "could not store a task; answering in the foreground");
+                drop(reservation);
+                future
+                    .await
+                    .map(|response| response.map(ResponseBody::inner))
+            }
+        }
+    }
+
+    /// A keyed request: its fingerprint, then its record before the work starts. A retry of
+    /// a known key is answered from the record; a store that cannot keep the task answers
+    /// `503` rather than running the work unprotected.
+    pub(crate) async fn start_keyed<S, ReqBody, B>(
+        self,
+        mut inner: S,
+        request: Request<RequestBody<ReqBody>>,
+        key: String,
+    ) -> Start<S::Future, B, S::Error>
+    where
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<B>>,
+        ReqBody: http_body::Body + Unpin,
+    {
+        let (parts, body) = request.into_parts();
+        let mut fingerprint = Fingerprint::new(&parts);
+        let body = body.read_ahead(&mut fingerprint).await;
+        let Some((id, reservation)) = self.reserve(Some(&key)) else {
+            return Start::Answer(Ok(self.unavailable()));
+        };
+        let task = NewTask {
+            idempotency_key: Some(key),
+            fingerprint: Some(fingerprint.finish()),
+            foreground: self.race_until.saturating_duration_since(Instant::now()),
+            ..self.new_task(id)
+        };
+        let fingerprint = task.fingerprint.clone();
+        match self.config.store.create(task).await {
+            Ok(Created::New) => {}
+            Ok(Created::Existing(existing)) => {
+                drop(reservation);
+                return Start::Answer(Ok(self.retry(existing, fingerprint).await));
+            }
+            Err(error) => {
+                tracing::warn!(target: "tower_serverless::offload", %error, "could not store a keyed task");
+                return Start::Answer(Ok(self.unavailable()));
+            }
+        }
+        let task = Started { id, reservation };
+        if let Err(error) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
+            self.fail(task, TaskOutcome::failed(reason::FAILED));
+            return Start::Answer(Err(error));
+        }
+        let future = Box::pin(inner.call(Request::from_parts(parts, body)));
+        Start::Race {
+            future,
+            task,
+            plan: self,
+        }
+    }
+
+    /// Stores `outcome` for `task` in a task of its own.
+    pub(crate) fn fail(&self, task: Started, outcome: TaskOutcome) {
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            work::finish(&*config.store, task.id, outcome, config.store_retry).await;
+            drop(task.reservation);
+        });
+    }
+
+    /// `503` with `Retry-After`: the task could not be kept, and a keyed request's work does
+    /// not run unprotected.
+    fn unavailable<B>(&self) -> Response<ResponseBody<B>> {
+        self.come_back(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request cannot be kept for its Idempotency-Key now; retry later with the same key",
+        )
+    }
+
+    /// A problem+json with `Retry-After`: the client should come back later.
+    fn come_back<B>(&self, status: StatusCode, detail: &str) -> Response<ResponseBody<B>> {
+        let mut response = problem(status, detail);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after(self.config.retry_after));
+        response
+    }
+
+    /// The answer to a retry of a known key, from task `id`'s record.
+    async fn retry<B>(&self, id: TaskId, fingerprint: Option<String>) -> Response<ResponseBody<B>> {
+        let record = match self.config.store.get(id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return self.accepted(id, None),
+            Err(error) => {
+                tracing::warn!(target: "tower_serverless::offload", %error, "could not read a keyed task");
+                return self.unavailable();
+            }
+        };
+        if record.fingerprint.is_some() && record.fingerprint != fingerprint {
+            return problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used for another request (method, path or body)",
+            );
+        }
+        match record.state {
+            TaskState::Pending
+                if record
+                    .foreground_until
+                    .is_some_and(|until| SystemTime::now() < until) =>
+            {
+                self.come_back(
+                    StatusCode::CONFLICT,
+                    "a request with this Idempotency-Key is still being processed",
+                )
+            }
+            TaskState::Succeeded => match record.result {
+                Some(stored) => {
+                    let mut response = stored.into_response();
+                    response.headers_mut().remove(header::SET_COOKIE);
+                    response.map(ResponseBody::written)
+                }
+                None => self.accepted(id, Some(&record)),
+            },
+            TaskState::Failed if record.error.as_deref() == Some(reason::NOT_KEPT) => problem(
+                StatusCode::GONE,
+                "the response to this Idempotency-Key was too large to keep; the request was processed",
+            ),
+            _ => self.accepted(id, Some(&record)),
+        }
+    }
+}
