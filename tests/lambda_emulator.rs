@@ -1,5 +1,6 @@
 //! `lambda::run` under `cargo lambda watch`'s emulator, whose `Lambda-Runtime-Deadline-Ms`
-//! is the constant `600000` instead of a Unix time: no zero budget, no early release.
+//! is the constant `600000` instead of a Unix time, and whose events give `timeEpoch` in
+//! seconds: no zero budget, no early release.
 #![cfg(all(feature = "lambda", feature = "axum"))]
 
 #[path = "../examples/app/mod.rs"]
@@ -15,6 +16,14 @@ use tower_serverless::{DeadlineLayer, EscalateLayer};
 
 /// What `cargo lambda watch` sends on every invocation (cargo-lambda 1.9).
 const EMULATOR_DEADLINE_MS: u64 = 600_000;
+
+/// An event as the emulator makes it (cargo-lambda-watch's `trigger_router.rs`): payload
+/// 2.0, `timeEpoch` in seconds, domain `localhost`.
+fn emulator_event(method: &str, path: &str) -> serde_json::Value {
+    let mut event = http_api_event(method, path, now_ms() / 1000);
+    event["requestContext"]["domainName"] = "localhost".into();
+    event
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_constant_deadline_is_no_deadline() {
@@ -39,7 +48,7 @@ async fn a_constant_deadline_is_no_deadline() {
         api.invoke_with_deadline_ms(
             "1",
             EMULATOR_DEADLINE_MS,
-            http_api_event("GET", "/sleep/200", now_ms()),
+            emulator_event("GET", "/sleep/200"),
         )
         .await,
     );
@@ -53,7 +62,7 @@ async fn a_constant_deadline_is_no_deadline() {
         api.invoke_with_deadline_ms(
             "2",
             EMULATOR_DEADLINE_MS,
-            http_api_event("POST", "/jobs/3000", now_ms()),
+            emulator_event("POST", "/jobs/3000"),
         )
         .await,
     );
@@ -73,6 +82,11 @@ async fn a_constant_deadline_is_no_deadline() {
             .count(),
         1,
         "one warning naming the value: {log}"
+    );
+    assert_eq!(
+        log.matches("the gateway's arrival time").count(),
+        1,
+        "{log}"
     );
     assert!(!log.contains("released the invocation at the function's deadline"));
 }

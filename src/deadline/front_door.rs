@@ -107,13 +107,13 @@ impl FrontDoors {
         }
     }
 
-    /// The deadline a front door sets: its arrival time plus its cap, minus the margin.
+    /// The deadline a front door sets: its arrival time plus its cap, minus the margin;
+    /// `None` for an arrival that is no plausible epoch in milliseconds (more than 15
+    /// minutes ago: `cargo lambda watch` sends seconds), with one warning per process.
     pub(crate) fn gateway(&self, door: FrontDoor, arrived_epoch_ms: i64) -> Option<Deadline> {
         let cap = self.cap(door)?;
-        if arrived_epoch_ms <= 0 {
-            return None;
-        }
-        let at = instant_of(i128::from(arrived_epoch_ms) + cap.as_millis() as i128);
+        let arrived = plausible(arrived_epoch_ms, Epoch::GatewayArrival)?;
+        let at = later(arrived, cap);
         Some(Deadline::at(
             before(at, self.margin),
             DeadlineSource::Gateway,
@@ -123,7 +123,7 @@ impl FrontDoors {
     /// The function's deadline minus the margin; `None` for a value that is no plausible
     /// epoch (more than 15 minutes before now), with one warning per process.
     pub(crate) fn function(&self, deadline_epoch_ms: i64) -> Option<Deadline> {
-        let at = plausible_deadline(deadline_epoch_ms)?;
+        let at = plausible(deadline_epoch_ms, Epoch::FunctionDeadline)?;
         Some(Deadline::at(
             before(at, self.margin),
             DeadlineSource::Function,
@@ -131,24 +131,36 @@ impl FrontDoors {
     }
 }
 
-/// The instant of a function deadline in Unix milliseconds, unless it is no plausible
-/// epoch: `cargo lambda watch` sends a constant (`600000`), which would read as a deadline
-/// long past. Such a value is taken as no deadline, with one warning per process naming it.
-pub(crate) fn plausible_deadline(epoch_ms: i64) -> Option<Instant> {
+/// A time the event gives in Unix milliseconds.
+#[derive(Clone, Copy)]
+pub(crate) enum Epoch {
+    FunctionDeadline,
+    GatewayArrival,
+}
+
+/// The instant of `epoch_ms`, unless it is no plausible Unix time in milliseconds (more
+/// than 15 minutes before now, longer than any invocation): `cargo lambda watch` sends a
+/// constant (`600000`) for the function's deadline and seconds for the gateway's arrival.
+/// Such a value is taken as absent, with one warning per process and kind naming it.
+pub(crate) fn plausible(epoch_ms: i64, what: Epoch) -> Option<Instant> {
     let now_ms = now_epoch_ms();
-    if i128::from(epoch_ms) < now_ms - IMPLAUSIBLE_BEFORE.as_millis() as i128 {
-        static WARNED: AtomicBool = AtomicBool::new(false);
-        if !WARNED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                target: "tower_serverless::lambda",
-                deadline_ms = epoch_ms,
-                "the function's deadline {epoch_ms} is no Unix time in milliseconds (cargo lambda watch sends a constant); \
-                 going on without a function deadline, the gateway's and configured budgets still apply"
-            );
-        }
-        return None;
+    if i128::from(epoch_ms) >= now_ms - IMPLAUSIBLE_BEFORE.as_millis() as i128 {
+        return Some(instant_of(i128::from(epoch_ms)));
     }
-    Some(instant_of(i128::from(epoch_ms)))
+    static WARNED: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+    let (index, name) = match what {
+        Epoch::FunctionDeadline => (0, "the function's deadline"),
+        Epoch::GatewayArrival => (1, "the gateway's arrival time"),
+    };
+    if !WARNED[index].swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            target: "tower_serverless::lambda",
+            value = epoch_ms,
+            "{name} {epoch_ms} is no Unix time in milliseconds (cargo lambda watch sends other values); \
+             going on without it, the other deadlines and the configured budgets still apply"
+        );
+    }
+    None
 }
 
 fn now_epoch_ms() -> i128 {
@@ -263,6 +275,8 @@ mod tests {
         assert_eq!(doors.gateway(FrontDoor::FunctionUrl, arrived), None);
         assert_eq!(doors.gateway(FrontDoor::Alb, arrived), None);
         assert_eq!(doors.gateway(FrontDoor::RestApi, 0), None);
+        // cargo lambda watch sends seconds.
+        assert_eq!(doors.gateway(FrontDoor::HttpApi, arrived / 1000), None);
         let raised = doors.rest_cap(Duration::from_secs(300)).unwrap();
         let rest = raised.gateway(FrontDoor::RestApi, arrived).unwrap();
         assert!(rest.remaining() > Duration::from_secs(298));

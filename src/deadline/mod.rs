@@ -69,7 +69,7 @@ mod service;
 mod value;
 
 #[cfg(feature = "lambda")]
-pub(crate) use self::front_door::{plausible_deadline, v2_door};
+pub(crate) use self::front_door::{plausible, v2_door, Epoch};
 pub use self::front_door::{FrontDoor, FrontDoors};
 pub use self::header::TrustedHeader;
 pub use self::layer::{DeadlineLayer, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};

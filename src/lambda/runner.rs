@@ -10,7 +10,7 @@ use lambda_http::{IntoResponse, Request, Service};
 use tower::Layer;
 
 use super::layer::{Invocations, LambdaLayer, TrackLayer};
-use crate::deadline::{plausible_deadline, FrontDoors};
+use crate::deadline::{plausible, Epoch, FrontDoors};
 use crate::offload::{DetachedTasks, OffloadLayer};
 
 /// Runs `service` under `lambda_http`, holding each invocation open until the work that
@@ -203,7 +203,8 @@ async fn hold(
     request_id: &str,
     deadline_ms: u64,
 ) {
-    let left = plausible_deadline(i64::try_from(deadline_ms).unwrap_or(i64::MAX))
+    let deadline_ms = i64::try_from(deadline_ms).unwrap_or(i64::MAX);
+    let left = plausible(deadline_ms, Epoch::FunctionDeadline)
         .map_or(HOLD_WITHOUT_DEADLINE, |at| {
             at.saturating_duration_since(tokio::time::Instant::now())
         });
