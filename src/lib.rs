@@ -8,8 +8,14 @@
 //! | [`DeadlineLayer`] | a time budget from every source that applies; `504` problem+json before the gateway cuts in |
 //! | [`OffloadLayer`] | `202 Accepted` + task id for slow requests; the work finishes in the background; the client polls |
 //!
+//! For the callers of such services, [`client`] has [`FollowLayer`](client::FollowLayer),
+//! which follows a `202` to its result, and
+//! [`PropagateDeadlineLayer`](client::PropagateDeadlineLayer), which passes the remaining
+//! deadline on.
+//!
 //! Each module's docs say why and when, with an example: [`escalate`], [`deadline`],
-//! [`offload`] and, with the `lambda` feature, `lambda`. The figures are in BENCHMARKS.md.
+//! [`offload`], [`client`] and, with the `lambda` feature, `lambda`. The figures are in
+//! BENCHMARKS.md.
 //!
 //! # Example
 //!
@@ -87,6 +93,7 @@ pub struct ConfigError(pub(crate) &'static str);
 
 mod response;
 
+pub mod client;
 pub mod deadline;
 pub mod escalate;
 #[cfg(feature = "lambda")]

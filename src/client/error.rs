@@ -1,0 +1,62 @@
+//! The errors of the client layers.
+
+use std::time::Duration;
+
+use http::{StatusCode, Uri};
+
+/// The call's deadline had passed, or passed while it ran: nothing was sent with a spent
+/// budget, and a call under way was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the call's deadline passed")]
+pub struct DeadlinePassed(pub(crate) ());
+
+/// Why [`Follow`](super::Follow) could not bring back a task's result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FollowError {
+    /// The `202` (or a redirect) had no `Location`, or one that is no URI.
+    #[error("the {status} answer has no usable Location")]
+    NoLocation {
+        /// The status of the answer.
+        status: StatusCode,
+    },
+    /// `Location` names another host, and following other hosts was not allowed.
+    #[error("the task lives on another host ({location}); not followed")]
+    OtherHost {
+        /// Where it pointed.
+        location: Uri,
+    },
+    /// The task failed; `reason` is what the server says, `error_type` the escalation's
+    /// type when there was one.
+    #[error("the task failed: {reason}")]
+    Failed {
+        /// The status URL of the task.
+        location: Uri,
+        /// The server's reason.
+        reason: String,
+        /// The escalation's `error_type`, if any.
+        error_type: Option<String>,
+    },
+    /// The task was cancelled.
+    #[error("the task was cancelled")]
+    Cancelled {
+        /// The status URL of the task.
+        location: Uri,
+    },
+    /// The status URL answered something that is no task status.
+    #[error("the status URL {location} answered {status}")]
+    Unexpected {
+        /// The status URL of the task.
+        location: Uri,
+        /// What it answered.
+        status: StatusCode,
+    },
+    /// The deadline (the caller's, or the layer's longest wait) came before the result.
+    #[error("no result within {waited:?}; the task is at {location}")]
+    TimedOut {
+        /// The status URL of the task, to come back to.
+        location: Uri,
+        /// How long it was followed.
+        waited: Duration,
+    },
+}

@@ -1,0 +1,448 @@
+//! [`FollowLayer`]: a `202 Accepted` followed to its result.
+
+use std::fmt;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::uri::{Parts, PathAndQuery};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use super::FollowError;
+use crate::deadline;
+use crate::offload::store::BoxFuture;
+
+/// The body of a followed response: the final answer's, boxed once.
+pub type FollowBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The largest status document read to learn a task's state.
+const STATUS_LIMIT: usize = 64 << 10;
+
+/// Follows a `202 Accepted` to its result, so that one `call` returns the final response.
+///
+/// After a `202` with `Location` (resolved against the request's URI), it polls that URL,
+/// waiting as `Retry-After` says (else 100 ms, doubling to at most 5 s), and:
+///
+/// | the status URL answers | then |
+/// |---|---|
+/// | `303 See Other` (or another redirect) | `GET` of its `Location`: that is the result |
+/// | `202`, or `200` JSON with `status` `pending`, `running`, `inprogress`, `notstarted` or `accepted` | poll again |
+/// | `200` JSON with `status` `succeeded` and a `Location` or `resourceLocation` | `GET` of that: the result |
+/// | `200` JSON with `status` `failed` / `cancelled` | [`FollowError::Failed`] (with the reason and `error_type`) / [`FollowError::Cancelled`] |
+/// | any other `200` | that is the result |
+/// | `429`, `503` | poll again |
+/// | anything else | [`FollowError::Unexpected`] |
+///
+/// This covers this crate's [`OffloadLayer`](crate::OffloadLayer) and the same pattern
+/// elsewhere (Azure's asynchronous request-reply). It stops at the caller's
+/// [`Deadline`](crate::Deadline) when there is one, else after
+/// [`max_wait`](Self::max_wait), with [`FollowError::TimedOut`]. Another host in `Location`
+/// is followed only when [allowed](Self::other_hosts). See the [module docs](super).
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct FollowLayer {
+    config: Config,
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    max_wait: Duration,
+    prefer: Option<HeaderValue>,
+    other_hosts: bool,
+    cancel_on_drop: bool,
+}
+
+impl Default for FollowLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FollowLayer {
+    /// Follows for at most 5 minutes without a caller's deadline, the same host only, sends
+    /// no `Prefer`, and leaves a task running when given up.
+    pub fn new() -> Self {
+        Self {
+            config: Config {
+                max_wait: Duration::from_secs(300),
+                prefer: None,
+                other_hosts: false,
+                cancel_on_drop: false,
+            },
+        }
+    }
+
+    /// How long to follow a task when the call has no [`Deadline`](crate::Deadline).
+    pub fn max_wait(mut self, max: Duration) -> Self {
+        self.config.max_wait = max;
+        self
+    }
+
+    /// Sends `Prefer: respond-async` on the first request: the server answers `202` at once
+    /// and the layer polls, which holds no connection open for long.
+    pub fn respond_async(mut self) -> Self {
+        self.config.prefer = Some(HeaderValue::from_static("respond-async"));
+        self
+    }
+
+    /// Sends `Prefer: wait=N` on the first request: the server answers in the foreground if
+    /// it can within `wait` (whole seconds).
+    pub fn prefer_wait(mut self, wait: Duration) -> Self {
+        self.config.prefer = HeaderValue::try_from(format!("wait={}", wait.as_secs())).ok();
+        self
+    }
+
+    /// Whether a `Location` on another host (or scheme) is followed (default: no).
+    pub fn other_hosts(mut self, allowed: bool) -> Self {
+        self.config.other_hosts = allowed;
+        self
+    }
+
+    /// Whether a task being followed is cancelled (`DELETE` of its status URL) when the
+    /// call is dropped or times out (default: no).
+    pub fn cancel_on_drop(mut self, cancel: bool) -> Self {
+        self.config.cancel_on_drop = cancel;
+        self
+    }
+}
+
+impl<S> Layer<S> for FollowLayer {
+    type Service = Follow<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Follow {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`FollowLayer`].
+#[derive(Clone)]
+pub struct Follow<S> {
+    inner: S,
+    config: Config,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Follow<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Follow")
+            .field("inner", &self.inner)
+            .field("max_wait", &self.config.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Follow<S> {
+    crate::inner_service_accessors!();
+}
+
+impl<S, B, ResB> Service<Request<B>> for Follow<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Default + Send + 'static,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = Response<FollowBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<FollowBody>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let config = self.config.clone();
+        let started = Instant::now();
+        let until =
+            deadline::current().map_or(started + config.max_wait, |deadline| deadline.instant());
+        if let Some(prefer) = &config.prefer {
+            request
+                .headers_mut()
+                .insert(http::HeaderName::from_static("prefer"), prefer.clone());
+        }
+        let base = request.uri().clone();
+        let first = self.inner.call(request);
+        // The clone that was made ready answered the first request; this one polls.
+        let poller = self.inner.clone();
+        Box::pin(async move {
+            let accepted = first.await.map_err(Into::into)?;
+            if accepted.status() != StatusCode::ACCEPTED {
+                return Ok(boxed(accepted));
+            }
+            let location = resolve(&base, &accepted, config.other_hosts)?;
+            let mut follower = Follower {
+                inner: poller,
+                location: location.clone(),
+                cancel: config.cancel_on_drop,
+                body: std::marker::PhantomData,
+            };
+            let mut backoff = Duration::from_millis(100);
+            let mut wait = retry_after(&accepted);
+            loop {
+                let pause = wait.take().unwrap_or_else(|| {
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    pause
+                });
+                if Instant::now() + pause > until {
+                    tokio::time::sleep_until(until).await;
+                    return Err(FollowError::TimedOut {
+                        location,
+                        waited: started.elapsed(),
+                    }
+                    .into());
+                }
+                tokio::time::sleep(pause).await;
+                match follower.poll().await {
+                    Ok(Polled::Running(retry)) => wait = retry,
+                    Ok(Polled::Done(response)) => {
+                        follower.cancel = false;
+                        return Ok(response);
+                    }
+                    Err(error) => {
+                        // The task ended or is gone; only a failed transport leaves it
+                        // running, to cancel.
+                        follower.cancel &= !error.is::<FollowError>();
+                        return Err(error);
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// What a poll of the status URL said.
+enum Polled {
+    Running(Option<Duration>),
+    Done(Response<FollowBody>),
+}
+
+/// Polls a task's status URL; cancels the task when dropped before it is done, if asked.
+struct Follower<S, B>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Default + Send + 'static,
+{
+    inner: S,
+    location: Uri,
+    cancel: bool,
+    body: std::marker::PhantomData<fn() -> B>,
+}
+
+impl<S, B, ResB> Follower<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Default + Send + 'static,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    async fn get(&mut self, uri: Uri) -> Result<Response<ResB>, BoxError> {
+        let request = Request::get(uri).body(B::default())?;
+        self.inner
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(Into::into)
+    }
+
+    async fn poll(&mut self) -> Result<Polled, BoxError> {
+        let response = self.get(self.location.clone()).await?;
+        let status = response.status();
+        if status.is_redirection() {
+            let result = resolve(&self.location, &response, false)?;
+            return Ok(Polled::Done(boxed(self.get(result).await?)));
+        }
+        match status {
+            StatusCode::ACCEPTED
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE => Ok(Polled::Running(retry_after(&response))),
+            StatusCode::OK => self.status_document(response).await,
+            status => Err(FollowError::Unexpected {
+                location: self.location.clone(),
+                status,
+            }
+            .into()),
+        }
+    }
+
+    /// A `200` from the status URL: a JSON status document, or the result itself.
+    async fn status_document(&mut self, response: Response<ResB>) -> Result<Polled, BoxError> {
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Ok(Polled::Done(boxed(response)));
+        }
+        let retry = retry_after(&response);
+        let (parts, body) = response.into_parts();
+        let bytes = Limited::new(body, STATUS_LIMIT).collect().await?.to_bytes();
+        let document: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        let state = document
+            .as_ref()
+            .and_then(|d| d["status"].as_str())
+            .map(str::to_ascii_lowercase);
+        let text = |field: &str| {
+            document
+                .as_ref()
+                .and_then(|d| d[field].as_str())
+                .map(str::to_owned)
+        };
+        match state.as_deref() {
+            Some("pending" | "running" | "inprogress" | "notstarted" | "accepted") => {
+                Ok(Polled::Running(retry))
+            }
+            Some("failed") => Err(FollowError::Failed {
+                location: self.location.clone(),
+                reason: text("error").unwrap_or_else(|| "no reason given".to_owned()),
+                error_type: text("error_type"),
+            }
+            .into()),
+            Some("cancelled" | "canceled") => Err(FollowError::Cancelled {
+                location: self.location.clone(),
+            }
+            .into()),
+            Some("succeeded")
+                if parts.headers.contains_key(LOCATION) || text("resourceLocation").is_some() =>
+            {
+                let target = match parts.headers.get(LOCATION) {
+                    Some(location) => location.to_str().ok().map(str::to_owned),
+                    None => text("resourceLocation"),
+                };
+                let result = target.and_then(|t| join(&self.location, &t)).ok_or(
+                    FollowError::NoLocation {
+                        status: parts.status,
+                    },
+                )?;
+                Ok(Polled::Done(boxed(self.get(result).await?)))
+            }
+            _ => Ok(Polled::Done(Response::from_parts(
+                parts,
+                Full::new(bytes)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            ))),
+        }
+    }
+}
+
+impl<S, B> Drop for Follower<S, B>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Default + Send + 'static,
+{
+    fn drop(&mut self) {
+        if !self.cancel {
+            return;
+        }
+        let Ok(request) = Request::builder()
+            .method(Method::DELETE)
+            .uri(self.location.clone())
+            .body(B::default())
+        else {
+            return;
+        };
+        let inner = self.inner.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = inner.oneshot(request).await;
+            });
+        }
+    }
+}
+
+fn boxed<B>(response: Response<B>) -> Response<FollowBody>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+/// `Retry-After` in seconds; an HTTP date is not honoured (the backoff applies).
+fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
+    let text = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
+    text.trim().parse().ok().map(Duration::from_secs)
+}
+
+/// The `Location` of `response`, resolved against `base`; the error is a [`FollowError`].
+fn resolve<B>(base: &Uri, response: &Response<B>, other_hosts: bool) -> Result<Uri, BoxError> {
+    let no_location = || FollowError::NoLocation {
+        status: response.status(),
+    };
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(no_location)?;
+    let resolved = join(base, location).ok_or_else(no_location)?;
+    let same_host = resolved.authority() == base.authority() && resolved.scheme() == base.scheme();
+    if !same_host && !other_hosts {
+        return Err(FollowError::OtherHost { location: resolved }.into());
+    }
+    Ok(resolved)
+}
+
+/// `reference` resolved against `base` (RFC 3986 section 5.2, for the forms servers send:
+/// absolute URIs, absolute paths, and relative paths).
+fn join(base: &Uri, reference: &str) -> Option<Uri> {
+    if reference.contains("://") {
+        return reference.parse::<Uri>().ok().filter(|uri| uri.scheme().is_some());
+    }
+    let path_and_query = if reference.starts_with('/') {
+        reference.to_owned()
+    } else {
+        let directory = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
+        format!("{directory}/{reference}")
+    };
+    let mut parts = Parts::default();
+    parts.scheme = base.scheme().cloned();
+    parts.authority = base.authority().cloned();
+    parts.path_and_query = Some(path_and_query.parse::<PathAndQuery>().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_request() {
+        let base: Uri = "http://api.example/v1/jobs?x=1".parse().unwrap();
+        let join = |r: &str| join(&base, r).map(|u| u.to_string());
+        assert_eq!(
+            join("/tasks/7").as_deref(),
+            Some("http://api.example/tasks/7")
+        );
+        assert_eq!(
+            join("tasks/7").as_deref(),
+            Some("http://api.example/v1/tasks/7")
+        );
+        assert_eq!(
+            join("https://other.example/t/7").as_deref(),
+            Some("https://other.example/t/7")
+        );
+        assert_eq!(join("not a uri"), None);
+        let relative_base: Uri = "/jobs".parse().unwrap();
+        assert_eq!(
+            super::join(&relative_base, "/tasks/7")
+                .map(|u| u.to_string())
+                .as_deref(),
+            Some("/tasks/7")
+        );
+    }
+}

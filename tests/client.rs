@@ -1,0 +1,219 @@
+//! The client layers in a real hyper client, against the demo server and a second server on
+//! loopback.
+#![cfg(feature = "axum")]
+
+#[path = "../examples/app/mod.rs"]
+mod app;
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tower_serverless::client::{DeadlinePassed, FollowError, FollowLayer, PropagateDeadlineLayer};
+use tower_serverless::deadline::{self, DeadlineSource, TrustedHeader};
+use tower_serverless::{Deadline, DeadlineLayer};
+
+/// The demo on a real server, offloading after 200 ms; the `Location` of every `202` it
+/// answered is recorded.
+async fn demo() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let settings = app::Settings {
+        deadline: None,
+        offload_after: Duration::from_millis(200),
+        redis_url: None,
+        rest_cap: None,
+    };
+    let offload = settings.offload_layer().await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = app::serve_app(&settings, &offload).layer(axum::middleware::map_response(
+        move |response: axum::response::Response| {
+            let record = record.clone();
+            async move {
+                if let Some(location) = response.headers().get("location") {
+                    record
+                        .lock()
+                        .unwrap()
+                        .push(location.to_str().unwrap().to_owned());
+                }
+                response
+            }
+        },
+    ));
+    (common::serve(app).await, seen)
+}
+
+fn hyper_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn post(url: String) -> Request<Full<Bytes>> {
+    Request::post(url).body(Full::default()).unwrap()
+}
+
+async fn text(response: Response<impl http_body::Body<Error = BoxError>>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_job_returns_its_final_body_through_one_call() {
+    let (addr, seen) = demo().await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new())
+        .layer(PropagateDeadlineLayer::grpc_timeout())
+        .service(hyper_client());
+    let response = client
+        .oneshot(post(format!("http://{addr}/jobs/1200")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(text(response).await, r#"{"job":"done","slept_ms":1200}"#);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "a 202, then a 303 to the result"
+    );
+
+    // A fast one passes straight through.
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new())
+        .service(hyper_client());
+    let fast = client
+        .oneshot(post(format!("http://{addr}/jobs/10")))
+        .await
+        .unwrap();
+    assert_eq!(text(fast).await, r#"{"job":"done","slept_ms":10}"#);
+}
+
+#[tokio::test]
+async fn a_cancelled_task_is_a_typed_error() {
+    let (addr, seen) = demo().await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new())
+        .service(hyper_client());
+    let call = tokio::spawn(client.oneshot(post(format!("http://{addr}/jobs/10000"))));
+    let location = loop {
+        if let Some(location) = seen.lock().unwrap().first().cloned() {
+            break location;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cancel = Request::delete(format!("http://{addr}{location}"))
+        .body(Full::default())
+        .unwrap();
+    let cancelled = hyper_client().request(cancel).await.unwrap();
+    assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    let error = call.await.unwrap().unwrap_err();
+    let error = error.downcast_ref::<FollowError>().expect("a FollowError");
+    assert!(matches!(error, FollowError::Cancelled { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn the_callers_deadline_ends_the_following() {
+    let (addr, seen) = demo().await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new().cancel_on_drop(true))
+        .layer(PropagateDeadlineLayer::grpc_timeout())
+        .service(hyper_client());
+    let started = std::time::Instant::now();
+    let deadline = Deadline::after(Duration::from_millis(900), DeadlineSource::Custom("caller"));
+    let result = deadline
+        .scope(client.oneshot(post(format!("http://{addr}/jobs/10000"))))
+        .await;
+    let error = result.unwrap_err();
+    assert!(
+        error.is::<DeadlinePassed>()
+            || matches!(
+                error.downcast_ref::<FollowError>(),
+                Some(FollowError::TimedOut { .. })
+            ),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Given up, the task is cancelled (`cancel_on_drop`), by a request of its own.
+    let location = seen.lock().unwrap()[0].clone();
+    let status_url = format!("http://{addr}{location}");
+    for _ in 0..100 {
+        let status = hyper_client()
+            .get(status_url.parse().unwrap())
+            .await
+            .unwrap();
+        let body = text(status.map(|b| b.map_err(BoxError::from))).await;
+        if body.contains(r#""status":"cancelled""#) {
+            return;
+        }
+        // The DELETE goes out from a task of its own; nothing signals its arrival here.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the task was not cancelled");
+}
+
+#[tokio::test]
+async fn the_remaining_time_reaches_the_next_server() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let next = Router::new()
+        .route(
+            "/remaining",
+            get(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async {
+                    let deadline = deadline::current().unwrap();
+                    format!(
+                        "{:?} {}",
+                        deadline.source(),
+                        deadline.remaining().as_millis()
+                    )
+                }
+            }),
+        )
+        .layer(
+            DeadlineLayer::new(Duration::from_secs(30)).trust_header(TrustedHeader::GrpcTimeout),
+        );
+    let addr = common::serve(next).await;
+    for layer in [
+        PropagateDeadlineLayer::grpc_timeout(),
+        PropagateDeadlineLayer::millis(http::HeaderName::from_static("grpc-timeout-unused")),
+    ] {
+        let client = ServiceBuilder::new().layer(layer).service(hyper_client());
+        let deadline = Deadline::after(Duration::from_secs(2), DeadlineSource::Custom("caller"));
+        let request = Request::get(format!("http://{addr}/remaining"))
+            .body(Full::default())
+            .unwrap();
+        let answer = deadline.scope(client.oneshot(request)).await.unwrap();
+        let answer = text(answer.map(|b| b.map_err(BoxError::from))).await;
+        let (source, ms) = answer.split_once(' ').unwrap();
+        let ms: u64 = ms.parse().unwrap();
+        if source == "Header" {
+            assert!((1_000..=2_000).contains(&ms), "{answer}");
+        } else {
+            // A header the server does not trust leaves it its own 30 s.
+            assert_eq!(source, "Budget", "{answer}");
+        }
+    }
+
+    // A spent deadline sends nothing.
+    let client = ServiceBuilder::new()
+        .layer(PropagateDeadlineLayer::grpc_timeout())
+        .service(hyper_client());
+    let spent = Deadline::after(Duration::ZERO, DeadlineSource::Custom("caller"));
+    let request = Request::get(format!("http://{addr}/remaining"))
+        .body(Full::default())
+        .unwrap();
+    let error = spent.scope(client.oneshot(request)).await.unwrap_err();
+    assert!(error.is::<DeadlinePassed>(), "{error:?}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
