@@ -401,7 +401,10 @@ fn resolve<B>(base: &Uri, response: &Response<B>, other_hosts: bool) -> Result<U
 /// absolute URIs, absolute paths, and relative paths).
 fn join(base: &Uri, reference: &str) -> Option<Uri> {
     if reference.contains("://") {
-        return reference.parse::<Uri>().ok().filter(|uri| uri.scheme().is_some());
+        return reference
+            .parse::<Uri>()
+            .ok()
+            .filter(|uri| uri.scheme().is_some());
     }
     let path_and_query = if reference.starts_with('/') {
         reference.to_owned()
@@ -437,6 +440,33 @@ mod tests {
             Some("https://other.example/t/7")
         );
         assert_eq!(join("not a uri"), None);
+        // Another host only when allowed; no Location, or none that parses, is an error.
+        let answer = |location: Option<&str>| {
+            let mut response = Response::builder().status(StatusCode::ACCEPTED);
+            if let Some(location) = location {
+                response = response.header(LOCATION, location);
+            }
+            response.body(()).unwrap()
+        };
+        let other = answer(Some("https://other.example/tasks/7"));
+        let refused = resolve(&base, &other, false).unwrap_err();
+        assert!(matches!(
+            refused.downcast_ref::<FollowError>(),
+            Some(FollowError::OtherHost { .. })
+        ));
+        assert_eq!(
+            resolve(&base, &other, true).unwrap().to_string(),
+            "https://other.example/tasks/7"
+        );
+        for missing in [answer(None), answer(Some("not a uri"))] {
+            let error = resolve(&base, &missing, false).unwrap_err();
+            assert!(matches!(
+                error.downcast_ref::<FollowError>(),
+                Some(FollowError::NoLocation {
+                    status: StatusCode::ACCEPTED
+                })
+            ));
+        }
         let relative_base: Uri = "/jobs".parse().unwrap();
         assert_eq!(
             super::join(&relative_base, "/tasks/7")
