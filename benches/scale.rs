@@ -81,7 +81,11 @@ fn main() {
 
 async fn scenario(name: &str, n: usize, spread: Duration) {
     let store = MemoryStore::new().max_tasks(2 * n).unwrap();
-    let offload = OffloadLayer::new(store.clone()).after(THRESHOLD);
+    // Every request is pending at once: the cap on detached tasks must hold them all.
+    let offload = OffloadLayer::new(store.clone())
+        .after(THRESHOLD)
+        .max_detached(2 * n)
+        .unwrap();
     let service = offload.layer(service_fn(|_: Request<RequestBody<Full<Bytes>>>| async {
         tokio::time::sleep(WORK).await;
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done"))))
