@@ -52,19 +52,7 @@ where
 {
     let accepted = offload.layer(service).oneshot(request).await.unwrap();
     offload.detached().wait_idle().await;
-    status_of(offload, &accepted).await
-}
-
-/// The status JSON of the task a `202` named.
-async fn status_of(offload: &OffloadLayer, accepted: &Response<impl Sized>) -> serde_json::Value {
-    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-    let url = accepted.headers()["location"].to_str().unwrap().to_owned();
-    let status = offload
-        .status_service()
-        .oneshot(Request::get(url).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    common::collect(status).await.json()
+    common::status_of(offload, &accepted).await
 }
 
 #[test]
@@ -335,8 +323,11 @@ async fn shutdown_waits_a_bounded_time_then_stops_and_records_the_rest() {
         start.elapsed()
     );
     assert!(offload.detached().is_empty());
-    assert_eq!(status_of(&offload, &quick).await["status"], "succeeded");
-    let long = status_of(&offload, &long).await;
+    assert_eq!(
+        common::status_of(&offload, &quick).await["status"],
+        "succeeded"
+    );
+    let long = common::status_of(&offload, &long).await;
     assert_eq!(long["status"], "failed");
     assert_eq!(long["error"], "the server shut down");
 }
@@ -377,6 +368,11 @@ async fn huge_durations_do_not_panic() {
     );
     let status = settled(&offload, slow, post_request(None)).await;
     assert_eq!(status["status"], "succeeded");
+
+    // A threshold of `Duration::MAX` never offloads, and does not overflow either.
+    let never = OffloadLayer::new(MemoryStore::new()).after(Duration::MAX);
+    let response = never.layer(slow).oneshot(post_request(None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 /// A MemoryStore whose writes of outcomes fail until `until`, as a store does during a

@@ -570,13 +570,7 @@ async fn background_deadline_fails_the_task_and_replaces_the_foreground_one() {
         (DeadlineSource::Background, Duration::from_secs(4))
     );
 
-    let status_url = response.headers()["location"].to_str().unwrap().to_owned();
-    let status = offload
-        .status_service()
-        .oneshot(Request::get(status_url).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = common::collect(status).await.json();
+    let status = common::status_of(&offload, &response).await;
     assert_eq!(status["status"], "failed");
     assert_eq!(status["error"], "background deadline");
 }

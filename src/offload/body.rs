@@ -260,18 +260,8 @@ impl Keeper {
         true
     }
 
-    /// Stores `outcome` in a task of its own, holding the task's place until it is stored.
     fn store(self, outcome: TaskOutcome) {
-        let Self {
-            config,
-            id,
-            reservation,
-            ..
-        } = self;
-        spawn(async move {
-            work::finish(&*config.store, id, outcome, config.store_retry).await;
-            drop(reservation);
-        });
+        work::store_later(self.config, self.id, self.reservation, outcome);
     }
 
     fn succeeded(self) {
@@ -284,19 +274,6 @@ impl Keeper {
             body: copy.clone().freeze(),
         };
         self.store(TaskOutcome::Succeeded(response));
-    }
-}
-
-/// Runs `future` on the current tokio runtime; outside one (a runtime being torn down) the
-/// write is lost, and the task reads `worker lost` once its lease lapses.
-fn spawn(future: impl std::future::Future<Output = ()> + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            runtime.spawn(future);
-        }
-        Err(_) => {
-            tracing::warn!(target: "tower_serverless::offload", "no runtime to store a task's outcome on")
-        }
     }
 }
 
@@ -351,7 +328,7 @@ impl Drop for Kept {
             return;
         };
         // The client is gone; the rest of the body is read to store the outcome.
-        spawn(async move {
+        work::spawn(async move {
             loop {
                 let frame = body.frame().await;
                 match frame {

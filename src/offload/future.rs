@@ -140,10 +140,7 @@ where
     B::Error: Into<BoxError>,
     E: Into<BoxError> + Send + 'static,
 {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
+    super::work::spawn(async move {
         if let Start::Race { future, task, plan } = starting.await {
             plan.detach(task, future);
         }

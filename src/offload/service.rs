@@ -14,7 +14,7 @@ use super::future::ResponseFuture;
 use super::idempotency;
 use super::task::{bad_idempotency_key, Plan};
 use super::{prefer, BackgroundDeadline};
-use crate::deadline::{self, Deadline};
+use crate::deadline::{self, later, Deadline};
 
 /// Middleware that offloads slow requests; see [`OffloadLayer`](super::OffloadLayer).
 pub struct Offload<S> {
@@ -127,7 +127,7 @@ where
                 .extensions()
                 .get::<BackgroundDeadline>()
                 .map(|b| b.0),
-            race_until: tokio::time::Instant::now() + threshold,
+            race_until: later(tokio::time::Instant::now(), threshold),
         };
         if let Some(key) = key {
             // The clone that was made ready is the one to call; a fresh clone stays.

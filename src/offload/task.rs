@@ -263,11 +263,7 @@ impl Plan {
 
     /// Stores `outcome` for `task` in a task of its own.
     pub(crate) fn fail(&self, task: Started, outcome: TaskOutcome) {
-        let config = self.config.clone();
-        tokio::spawn(async move {
-            work::finish(&*config.store, task.id, outcome, config.store_retry).await;
-            drop(task.reservation);
-        });
+        work::store_later(self.config.clone(), task.id, task.reservation, outcome);
     }
 
     /// `503` with `Retry-After`: the task could not be kept, and a keyed request's work does

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::BoxError;
 
 use super::config::Config;
+use super::detached::Reservation;
 use super::store::{StoredResponse, TaskOutcome, TaskStore};
 use super::{reason, TaskId};
 use crate::deadline::{Deadline, DeadlineSource};
@@ -189,6 +190,33 @@ pub(crate) async fn finish(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// Stores `outcome` for task `id` in a task of its own, holding the task's place until it is
+/// stored. Outside a runtime (one being torn down) the write is lost, logged, and the task
+/// reads `worker lost` once its lease lapses.
+pub(crate) fn store_later(
+    config: Arc<Config>,
+    id: TaskId,
+    reservation: Reservation,
+    outcome: TaskOutcome,
+) {
+    spawn(async move {
+        finish(&*config.store, id, outcome, config.store_retry).await;
+        drop(reservation);
+    });
+}
+
+/// Runs `future` on the current tokio runtime, if there is one.
+pub(crate) fn spawn(future: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(future);
+        }
+        Err(_) => {
+            tracing::warn!(target: "tower_serverless::offload", "no runtime to finish a task's work on")
         }
     }
 }

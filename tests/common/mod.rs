@@ -55,6 +55,22 @@ impl Collected {
     }
 }
 
+/// The status JSON, from `offload`'s status endpoint, of the task a `202` named.
+pub async fn status_of(
+    offload: &tower_serverless::OffloadLayer,
+    accepted: &Response<impl Sized>,
+) -> serde_json::Value {
+    use tower::ServiceExt;
+    assert_eq!(accepted.status(), http::StatusCode::ACCEPTED);
+    let url = accepted.headers()["location"].to_str().unwrap().to_owned();
+    let status = offload
+        .status_service()
+        .oneshot(Request::get(url).body(Full::<Bytes>::default()).unwrap())
+        .await
+        .unwrap();
+    collect(status).await.json()
+}
+
 /// A real hyper client.
 #[derive(Clone)]
 pub struct HttpClient(Client<HttpConnector, Full<Bytes>>);
