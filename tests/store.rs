@@ -11,6 +11,13 @@ async fn memory_store_conforms() {
     common::conformance::run(Arc::new(MemoryStore::new())).await;
 }
 
+#[cfg(feature = "dynamodb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_conforms() {
+    let server = common::dynamodb_local::DynamoDbLocal::start().await;
+    common::conformance::run(Arc::new(server.store("tasks").await)).await;
+}
+
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_conforms() {

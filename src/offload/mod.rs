@@ -133,6 +133,8 @@ pub use self::layer::OffloadLayer;
 pub use self::location::PublicPrefix;
 pub use self::service::Offload;
 pub use self::status::TaskStatusService;
+#[cfg(feature = "dynamodb")]
+pub use self::store::DynamoDbStore;
 #[cfg(feature = "redis")]
 pub use self::store::RedisStore;
 pub use self::store::{MemoryStore, TaskState, TaskStore};

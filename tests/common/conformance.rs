@@ -246,11 +246,28 @@ async fn ttl_expires_finished_tasks(store: &dyn TaskStore) {
         .finish(new.id, TaskOutcome::Succeeded(response()))
         .await
         .unwrap();
+    let key = format!("expiring-{}", new.id);
+    let expiring = NewTask {
+        ttl: Duration::from_millis(100),
+        ..keyed(None, &key)
+    };
+    store.create(expiring.clone()).await.unwrap();
+    store
+        .finish(expiring.id, TaskOutcome::failed("done"))
+        .await
+        .unwrap();
     assert!(store.get(new.id).await.unwrap().is_some());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         store.get(new.id).await.unwrap().is_none(),
         "gone after its TTL"
+    );
+    // Its idempotency key went with it: the key gives a new task.
+    let retry = keyed(None, &key);
+    assert_eq!(store.create(retry.clone()).await.unwrap(), Created::New);
+    assert_eq!(
+        store.create(keyed(None, &key)).await.unwrap(),
+        Created::Existing(retry.id)
     );
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a part of it
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use bytes::Bytes;
@@ -12,10 +13,14 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 pub mod conformance;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb_local;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 #[cfg(feature = "lambda")]
 pub mod runtime_api;
+#[cfg(all(feature = "axum", any(feature = "redis", feature = "dynamodb")))]
+pub mod shared_store;
 
 /// A listener on a free loopback port whose accept queue holds the bursts of connections
 /// the concurrency tests open at once.
@@ -23,6 +28,15 @@ pub fn listener() -> tokio::net::TcpListener {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     socket.listen(4096).unwrap()
+}
+
+/// A loopback port that was free a moment ago, for a server started as a separate process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Serves `router` with `axum::serve` on a free loopback port.
@@ -200,7 +214,10 @@ pub async fn concurrent_offloads(
                 let request = Request::post(format!("http://{addr}/gated"))
                     .body(Full::default())
                     .unwrap();
-                let accepted = client.send(request).await;
+                // A request answered in the foreground would wait for the gate: fail instead.
+                let accepted = tokio::time::timeout(Duration::from_secs(120), client.send(request))
+                    .await
+                    .expect("a 202 for every request, none answered in the foreground");
                 assert_eq!(
                     accepted.status,
                     http::StatusCode::ACCEPTED,

@@ -24,7 +24,7 @@ impl RedisServer {
 
     /// A server whose data survives [`stop`](Self::stop) and [`restart`](Self::restart).
     pub async fn start_persistent() -> Self {
-        let port = free_port();
+        let port = super::free_port();
         let dir = std::env::temp_dir().join(format!(
             "tower-serverless-redis-{port}-{}",
             std::process::id()
@@ -35,7 +35,7 @@ impl RedisServer {
 
     /// A one-node Redis Cluster that serves all 16,384 slots.
     pub async fn start_cluster() -> Self {
-        let port = free_port();
+        let port = super::free_port();
         let dir = std::env::temp_dir().join(format!(
             "tower-serverless-redis-cluster-{port}-{}",
             std::process::id()
@@ -78,7 +78,7 @@ impl RedisServer {
 
     async fn start_with(dir: Option<std::path::PathBuf>) -> Self {
         let mut server = Self {
-            port: free_port(),
+            port: super::free_port(),
             child: None,
             cluster: false,
             dir,
@@ -149,6 +149,25 @@ impl RedisServer {
     }
 }
 
+#[cfg(feature = "axum")]
+impl super::shared_store::SharedStore for RedisServer {
+    async fn connect(&self) -> std::sync::Arc<dyn tower_serverless::offload::TaskStore> {
+        let store = tower_serverless::offload::RedisStore::connect(&self.url())
+            .await
+            .unwrap()
+            .key_prefix("test:");
+        std::sync::Arc::new(store)
+    }
+
+    fn stop(&mut self) {
+        RedisServer::stop(self);
+    }
+
+    async fn restart(&mut self) {
+        RedisServer::restart(self).await;
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
@@ -156,12 +175,4 @@ impl Drop for RedisServer {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -53,10 +53,16 @@ use tower::BoxError;
 
 use super::TaskId;
 
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
+#[cfg(any(feature = "redis", feature = "dynamodb"))]
+mod encoding;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+#[cfg(feature = "dynamodb")]
+pub use self::dynamodb::DynamoDbStore;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;

@@ -1,13 +1,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
+use super::encoding::{decode_headers, encode_headers, from_epoch_millis, millis};
 use super::{
     BoxFuture, CancelResult, Created, NewTask, StoreError, StoredResponse, TaskOutcome, TaskRecord,
     TaskState, TaskStore,
@@ -307,41 +308,9 @@ return fields
     )
 });
 
-/// Headers as `name NUL value LF` lines: neither byte may appear in a name or a value.
-fn encode_headers(headers: &HeaderMap) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.push(0);
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'\n');
-    }
-    out
-}
-
-fn decode_headers(bytes: &[u8]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::new();
-    for line in bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
-        let split = line.iter().position(|b| *b == 0)?;
-        let name = HeaderName::from_bytes(&line[..split]).ok()?;
-        let value = HeaderValue::from_bytes(&line[split + 1..]).ok()?;
-        headers.append(name, value);
-    }
-    Some(headers)
-}
-
 fn epoch(ms: &[u8]) -> Option<SystemTime> {
     let ms: u64 = std::str::from_utf8(ms).ok()?.parse().ok()?;
-    Some(UNIX_EPOCH + Duration::from_millis(ms))
-}
-
-/// Whole milliseconds, at least 1 and at most about 100 years: Lua's numbers stay exact and
-/// `PEXPIRE` accepts every value, whatever `Duration` the settings hold.
-fn millis(duration: Duration) -> u64 {
-    const MAX: u64 = 100 * 365 * 86_400 * 1000;
-    u64::try_from(duration.as_millis())
-        .unwrap_or(MAX)
-        .clamp(1, MAX)
+    Some(from_epoch_millis(ms))
 }
 
 /// A record from its hash fields; the stored response only when `with_result` (the status
@@ -517,21 +486,5 @@ impl TaskStore for RedisStore {
                 })?),
             })
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_round_trip() {
-        let mut headers = HeaderMap::new();
-        headers.append("x-a", HeaderValue::from_static("1"));
-        headers.append("x-a", HeaderValue::from_static("two words\tand tab"));
-        headers.append("set-cookie", HeaderValue::from_bytes(b"v=\xff").unwrap());
-        assert_eq!(decode_headers(&encode_headers(&headers)), Some(headers));
-        assert_eq!(decode_headers(b"no-separator\n"), None);
-        assert_eq!(decode_headers(b""), Some(HeaderMap::new()));
     }
 }

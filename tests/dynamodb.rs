@@ -1,0 +1,204 @@
+//! DynamoDbStore through real servers and DynamoDB Local: tasks shared between
+//! processes, an outage and the recovery after it, and load.
+#![cfg(all(feature = "dynamodb", feature = "axum"))]
+
+mod common;
+
+use common::dynamodb_local::DynamoDbLocal;
+use common::shared_store;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_created_on_one_process_is_polled_and_replayed_on_another() {
+    let dynamodb = DynamoDbLocal::start().await;
+    shared_store::a_task_created_on_one_process_is_polled_and_replayed_on_another(&dynamodb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_another_process_stops_the_work_at_its_next_renewal() {
+    let dynamodb = DynamoDbLocal::start().await;
+    shared_store::a_cancel_on_another_process_stops_the_work_at_its_next_renewal(&dynamodb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_falls_back_to_the_foreground_and_the_service_recovers() {
+    let mut dynamodb = DynamoDbLocal::start_persistent().await;
+    shared_store::an_outage_falls_back_to_the_foreground_and_the_service_recovers(&mut dynamodb)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_offloads_all_reach_a_terminal_state() {
+    let dynamodb = DynamoDbLocal::start().await;
+    shared_store::a_thousand_concurrent_offloads_all_reach_a_terminal_state(&dynamodb).await;
+}
+
+// What is DynamoDB's own: the item limit, a missing table, the time to live, the key item.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use tower_serverless::offload::store::{
+    Created, NewTask, StoreError, StoredResponse, TaskOutcome, TaskStore,
+};
+use tower_serverless::offload::{reason, DynamoDbStore, TaskId, TaskState};
+
+fn task(owner: Option<String>) -> NewTask {
+    NewTask {
+        id: TaskId::random().unwrap(),
+        owner,
+        idempotency_key: None,
+        fingerprint: None,
+        foreground: Duration::ZERO,
+        lease: Duration::from_secs(60),
+        ttl: Duration::from_secs(60),
+    }
+}
+
+fn body_of(len: usize) -> StoredResponse {
+    StoredResponse {
+        status: StatusCode::OK,
+        headers: HeaderMap::new(),
+        body: Bytes::from(vec![b'x'; len]),
+    }
+}
+
+/// The raw item under `pk`, as DynamoDB holds it.
+async fn raw(
+    dynamodb: &DynamoDbLocal,
+    pk: String,
+) -> Option<std::collections::HashMap<String, AttributeValue>> {
+    dynamodb
+        .client()
+        .get_item()
+        .table_name(common::dynamodb_local::TABLE)
+        .key("pk", AttributeValue::S(pk))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+}
+
+fn number(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> u64 {
+    item[name].as_n().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_that_do_not_fit_an_item_fail_their_task_and_nothing_partial_is_written() {
+    let dynamodb = DynamoDbLocal::start().await;
+    let store = dynamodb.store(common::dynamodb_local::TABLE).await;
+    assert!(store
+        .clone()
+        .max_result_bytes(DynamoDbStore::MAX_RESULT_BYTES + 1)
+        .is_err());
+
+    // Past the store's limit: failed before anything is sent.
+    let small = store.clone().max_result_bytes(1000).unwrap();
+    let new = task(None);
+    small.create(new.clone()).await.unwrap();
+    assert!(small
+        .finish(new.id, TaskOutcome::Succeeded(body_of(1001)))
+        .await
+        .unwrap());
+    let record = small.get(new.id).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(record.error.as_deref(), Some(reason::NO_ROOM));
+    assert!(record.result.is_none());
+
+    // Within the limit, but not within the item with a 100 KB owner: DynamoDB refuses the
+    // whole write, and the task fails the same way.
+    let new = task(Some("o".repeat(100 * 1024)));
+    store.create(new.clone()).await.unwrap();
+    let fits_the_limit = body_of(DynamoDbStore::MAX_RESULT_BYTES);
+    assert!(store
+        .finish(new.id, TaskOutcome::Succeeded(fits_the_limit))
+        .await
+        .unwrap());
+    let record = store.get(new.id).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.error.as_deref()),
+        (TaskState::Failed, Some(reason::NO_ROOM))
+    );
+    let item = raw(&dynamodb, format!("tower-serverless:task#{}", new.id))
+        .await
+        .unwrap();
+    assert!(!item.contains_key("body"), "no partial item");
+
+    // The largest result fits with an ordinary record.
+    let new = task(Some("alice".into()));
+    store.create(new.clone()).await.unwrap();
+    let largest = body_of(DynamoDbStore::MAX_RESULT_BYTES);
+    assert!(store
+        .finish(new.id, TaskOutcome::Succeeded(largest.clone()))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get(new.id).await.unwrap().unwrap().result.as_deref(),
+        Some(&largest)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_table_is_a_store_error_that_names_it() {
+    let dynamodb = DynamoDbLocal::start().await;
+    let store = DynamoDbStore::new(dynamodb.client(), "no-such-table");
+    let error = store.create(task(None)).await.unwrap_err();
+    assert!(matches!(error, StoreError::Unavailable(_)));
+    let message = std::error::Error::source(&error).unwrap().to_string();
+    assert!(
+        message.contains("\"no-such-table\" does not exist"),
+        "{message}"
+    );
+    assert!(store.get(TaskId::random().unwrap()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_carry_their_time_to_live_and_a_key_lives_as_long_as_its_task() {
+    let dynamodb = DynamoDbLocal::start().await;
+    let store = dynamodb.store(common::dynamodb_local::TABLE).await;
+    let ttl = dynamodb
+        .client()
+        .describe_time_to_live()
+        .table_name(common::dynamodb_local::TABLE)
+        .send()
+        .await
+        .unwrap();
+    let spec = ttl.time_to_live_description.unwrap();
+    assert_eq!(spec.attribute_name.as_deref(), Some("expires_at"));
+
+    let key = "POST /orders k-1";
+    let new = NewTask {
+        id: TaskId::random_for(None, key).unwrap(),
+        idempotency_key: Some(key.into()),
+        lease: Duration::from_secs(60),
+        ttl: Duration::from_secs(600),
+        ..task(None)
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(store.create(new.clone()).await.unwrap(), Created::New);
+    let task_pk = format!("tower-serverless:task#{}", new.id);
+    let key_pk = format!("tower-serverless:idem#-:{key}");
+    let item = raw(&dynamodb, task_pk.clone()).await.unwrap();
+    let expires_at = number(&item, "expires_at");
+    assert!(
+        (now + 660..=now + 662).contains(&expires_at),
+        "epoch seconds of lease + TTL: {expires_at}, now {now}"
+    );
+    let key_item = raw(&dynamodb, key_pk.clone()).await.unwrap();
+    assert_eq!(key_item["task"].as_s().unwrap(), &new.id.to_string());
+    assert_eq!(number(&key_item, "expires_at"), expires_at);
+
+    // A renewal extends the key with its task, in one transaction.
+    assert!(store.renew(new.id, Duration::from_secs(120)).await.unwrap());
+    let renewed = number(&raw(&dynamodb, task_pk).await.unwrap(), "expires_at");
+    assert!(renewed >= expires_at + 60, "{renewed} after {expires_at}");
+    assert_eq!(
+        number(&raw(&dynamodb, key_pk).await.unwrap(), "expires_at"),
+        renewed
+    );
+}
