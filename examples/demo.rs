@@ -8,7 +8,10 @@
 //! curl -i -X POST localhost:3000/jobs/5000   # 202 Accepted, Location: /tasks/<id>
 //! ```
 //!
-//! With `--features redis` and `REDIS_URL=redis://127.0.0.1:6379`, tasks live in Redis.
+//! With `--features redis` and `REDIS_URL=redis://127.0.0.1:6379`, tasks live in Redis;
+//! with `--features dynamodb`, `TASKS_TABLE=tasks` and
+//! `AWS_ENDPOINT_URL=http://127.0.0.1:8000` (DynamoDB Local), in a DynamoDB table the demo
+//! creates when it is missing.
 //! The README lists the routes and a curl line for each behaviour.
 
 mod app;

@@ -105,6 +105,12 @@ pub use deadline::{Deadline, DeadlineLayer};
 pub use escalate::{EscalateError, EscalateLayer, Escalation};
 pub use offload::{MemoryStore, OffloadLayer};
 
-#[cfg(all(doctest, feature = "axum", feature = "lambda", feature = "redis"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "lambda",
+    feature = "redis",
+    feature = "dynamodb"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -14,6 +14,34 @@ use serde_json::{json, Value};
 use tower_serverless::deadline::FrontDoors;
 use tower_serverless::{DeadlineLayer, EscalateLayer, Escalation, MemoryStore, OffloadLayer};
 
+/// A DynamoDB client from the environment as Lambda sets it: `AWS_REGION`, and the
+/// execution role's `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`;
+/// with `AWS_ENDPOINT_URL` (DynamoDB Local), any region and credentials do. Elsewhere,
+/// build the client from `aws-config`'s default chain (profiles, SSO, IMDS...), which
+/// this demo leaves out to stay small.
+#[cfg(feature = "dynamodb")]
+fn dynamodb_client() -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let local = var("AWS_ENDPOINT_URL");
+    let or_local = |value: Option<String>| value.or_else(|| local.as_ref().map(|_| "local".into()));
+    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"));
+    let mut config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.unwrap_or_else(|| "us-east-1".into())));
+    if let (Some(key), Some(secret)) = (
+        or_local(var("AWS_ACCESS_KEY_ID")),
+        or_local(var("AWS_SECRET_ACCESS_KEY")),
+    ) {
+        let token = var("AWS_SESSION_TOKEN");
+        config = config.credentials_provider(Credentials::new(key, secret, token, None, "env"));
+    }
+    if let Some(endpoint) = local {
+        config = config.endpoint_url(endpoint);
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
+}
+
 /// What the environment can change in the demo.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
@@ -24,6 +52,9 @@ pub(crate) struct Settings {
     pub(crate) offload_after: Duration,
     /// `REDIS_URL`: keep tasks in Redis (feature `redis`) instead of in memory.
     pub(crate) redis_url: Option<String>,
+    /// `TASKS_TABLE`: keep tasks in this DynamoDB table (feature `dynamodb`) instead of in
+    /// memory.
+    pub(crate) tasks_table: Option<String>,
     /// `REST_TIMEOUT_MS`: the integration timeout of a REST API in front, when raised
     /// above 29 s (up to 300 s, or 15 min with response streaming).
     pub(crate) rest_cap: Option<Duration>,
@@ -38,6 +69,9 @@ impl Settings {
             redis_url: std::env::var("REDIS_URL")
                 .ok()
                 .filter(|url| !url.is_empty()),
+            tasks_table: std::env::var("TASKS_TABLE")
+                .ok()
+                .filter(|table| !table.is_empty()),
             rest_cap: millis_from_env("REST_TIMEOUT_MS")?,
         })
     }
@@ -72,20 +106,41 @@ impl Settings {
             .lambda_web_adapter(self.front_doors()?))
     }
 
-    /// Offloading on the in-memory store, or Redis with `REDIS_URL`; status endpoint at
-    /// `/tasks`.
+    /// Offloading on the in-memory store, Redis with `REDIS_URL`, or DynamoDB with
+    /// `TASKS_TABLE`; status endpoint at `/tasks`.
     pub(crate) async fn offload_layer(&self) -> Result<OffloadLayer, String> {
-        let layer = match &self.redis_url {
-            None => OffloadLayer::new(MemoryStore::new()),
+        let layer = match (&self.redis_url, &self.tasks_table) {
+            (None, None) => OffloadLayer::new(MemoryStore::new()),
+            (Some(_), Some(_)) => return Err("set REDIS_URL or TASKS_TABLE, not both".into()),
             #[cfg(feature = "redis")]
-            Some(url) => {
+            (Some(url), None) => {
                 let store = tower_serverless::offload::RedisStore::connect(url)
                     .await
                     .map_err(|error| format!("REDIS_URL {url}: {error}"))?;
                 OffloadLayer::new(store)
             }
             #[cfg(not(feature = "redis"))]
-            Some(_) => return Err("REDIS_URL needs the `redis` feature: --features redis".into()),
+            (Some(_), None) => {
+                return Err("REDIS_URL needs the `redis` feature: --features redis".into())
+            }
+            #[cfg(feature = "dynamodb")]
+            (None, Some(table)) => {
+                use tower_serverless::offload::DynamoDbStore;
+                let store = DynamoDbStore::new(dynamodb_client(), table);
+                // The demo's DynamoDB Local starts empty; production tables are created
+                // with the rest of the infrastructure (see DynamoDbStore's docs).
+                if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+                    store
+                        .create_table()
+                        .await
+                        .map_err(|error| format!("TASKS_TABLE {table}: {error}: {error:?}"))?;
+                }
+                OffloadLayer::new(store).max_result_bytes(DynamoDbStore::MAX_RESULT_BYTES)
+            }
+            #[cfg(not(feature = "dynamodb"))]
+            (None, Some(_)) => {
+                return Err("TASKS_TABLE needs the `dynamodb` feature: --features dynamodb".into())
+            }
         };
         Ok(layer.after(self.offload_after))
     }

@@ -33,7 +33,7 @@
 //! and nothing is held: those environments never freeze.
 //!
 //! While an environment is held, Lambda sends every other invocation, the client's polls
-//! included, to other environments: the offload store must be shared (Redis), and the
+//! included, to other environments: the offload store must be shared (DynamoDB, Redis), and the
 //! runner warns at init when it is local to the process.
 //!
 //! # Example

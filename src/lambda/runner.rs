@@ -115,7 +115,7 @@ impl Runner {
             tracing::warn!(
                 target: "tower_serverless::lambda",
                 "the offload store is local to this process: on Lambda a poll lands on another environment, \
-                 which answers 404 for a pending task; use a shared store (RedisStore, or another TaskStore)"
+                 which answers 404 for a pending task; use a shared store (DynamoDbStore, RedisStore, or another TaskStore)"
             );
         }
         let service = Converted(self.layer.layer(service));

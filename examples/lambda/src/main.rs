@@ -6,14 +6,18 @@
 //! `REST_TIMEOUT_MS`; HTTP API 30 s; function URL and ALB none) and the function's deadline;
 //! `DEADLINE_MS` shortens it. REST and HTTP API stages are taken off the path.
 //!
-//! Tasks live in memory unless `REDIS_URL` is set (feature `redis`). On Lambda, set it:
-//! while an environment finishes a job, every poll lands on another environment, which
-//! does not have the task in its memory. The runner warns at init when the store is local.
+//! Tasks live in memory unless `TASKS_TABLE` (feature `dynamodb`) or `REDIS_URL` (feature
+//! `redis`) is set. On Lambda, set one: while an environment finishes a job, every poll
+//! lands on another environment, which does not have the task in its memory. The runner
+//! warns at init when the store is local. The DynamoDB client takes the region and the
+//! execution role's credentials from the environment Lambda sets.
 //!
 //! From the repository's root:
 //!
 //! ```sh
 //! cargo lambda watch -p lambda-demo          # then, in another shell:
+//! # or, with tasks in DynamoDB Local (see the README):
+//! # TASKS_TABLE=tasks AWS_ENDPOINT_URL=http://127.0.0.1:8000 cargo lambda watch -p lambda-demo --features dynamodb
 //! curl -i localhost:9000/hello
 //! curl -i -X POST localhost:9000/jobs/3000   # 202 Accepted, Location: /tasks/<id>
 //! cargo lambda build --release -p lambda-demo

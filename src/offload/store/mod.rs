@@ -3,9 +3,10 @@
 //! The store is a trait object (`Arc<dyn TaskStore>`), not a type parameter: every call is
 //! asynchronous I/O in general (Redis, DynamoDB), so the box per call costs nothing that
 //! matters, while the layer, its service and the status endpoint keep short, nameable types.
-//! [`MemoryStore`] is the default, for one process; a shared store (Redis) serves several.
-//! A store of your own (DynamoDB, a database) implements [`TaskStore`]; the conformance
-//! suite in the crate's `tests/common/conformance.rs` shows what each method must do.
+//! [`MemoryStore`] is the default, for one process; a shared store (`RedisStore` with the
+//! `redis` feature, `DynamoDbStore` with `dynamodb`) serves several. A store of your own (a
+//! database) implements [`TaskStore`]; the conformance suite in the crate's
+//! `tests/common/conformance.rs` shows what each method must do.
 //!
 //! # Example
 //!
