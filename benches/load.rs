@@ -24,7 +24,15 @@ const ROUNDS: usize = 5;
 
 fn routes() -> Router {
     // POST, so that OffloadLayer races every request (its fast path) instead of passing it by.
-    Router::new().route("/hello", post(|| async { "hello" }))
+    // The handler awaits once, as one that does I/O does: every timer in the stack is then
+    // registered.
+    Router::new().route(
+        "/hello",
+        post(|| async {
+            tokio::task::yield_now().await;
+            "hello"
+        }),
+    )
 }
 
 /// The three layers applied with three `Router::layer` calls, as the demo does.

@@ -1,6 +1,8 @@
-//! Per-request cost of each layer through `oneshot` on a current-thread runtime over a
-//! trivial service, against tower-http's `TimeoutLayer` and tower's `Timeout`, and the
-//! allocations per request of each (a counting global allocator), printed as a table first.
+//! Per-request cost of each layer through `oneshot` on a current-thread runtime, against
+//! tower-http's `TimeoutLayer` and tower's `Timeout`, and the allocations per request of each
+//! (a counting global allocator), printed as a table first. Two handlers: one that is ready
+//! at once, and one that awaits once (`tokio::task::yield_now`), as real handlers await I/O:
+//! then every timer in the stack is registered in tokio's timer wheel.
 //!
 //! `cargo bench --bench overhead`
 
@@ -71,19 +73,38 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Runs `$body` with `$svc` bound to each variant, in a fixed order.
+/// A service that awaits once before it answers, as a handler that does I/O does.
+fn awaiting<B: Send + 'static>() -> impl Service<
+    Request<B>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    service_fn(|_: Request<B>| async {
+        tokio::task::yield_now().await;
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"pong"))))
+    })
+}
+
+/// Runs `$body` with `$svc` bound to each variant over the handler `$handler` (`trivial`
+/// or `awaiting`), in a fixed order.
 macro_rules! each_variant {
-    ($svc:ident, $name:ident => $body:expr) => {{
+    ($handler:ident, $svc:ident, $name:ident => $body:expr) => {{
         let offload = OffloadLayer::new(MemoryStore::new());
         {
-            let ($name, $svc) = ("bare", trivial());
+            let ($name, $svc) = ("bare", $handler());
             $body
         }
         {
             // The least a layer can cost: tower's identity `MapResponse`.
             let identity =
                 tower::util::MapResponseLayer::new(|response: Response<Full<Bytes>>| response);
-            let ($name, $svc) = ("no-op layer (tower MapResponse)", identity.layer(trivial()));
+            let ($name, $svc) = (
+                "no-op layer (tower MapResponse)",
+                identity.layer($handler()),
+            );
             $body
         }
         {
@@ -93,33 +114,39 @@ macro_rules! each_variant {
                     http::StatusCode::GATEWAY_TIMEOUT,
                     BUDGET,
                 )
-                .layer(trivial()),
+                .layer($handler()),
             );
             $body
         }
         {
             let ($name, $svc) = (
                 "tower Timeout",
-                tower::timeout::TimeoutLayer::new(BUDGET).layer(trivial()),
+                tower::timeout::TimeoutLayer::new(BUDGET).layer($handler()),
             );
             $body
         }
         {
-            let ($name, $svc) = ("EscalateLayer", EscalateLayer::new().layer(trivial()));
+            let ($name, $svc) = ("EscalateLayer", EscalateLayer::new().layer($handler()));
             $body
         }
         {
-            let ($name, $svc) = ("DeadlineLayer", DeadlineLayer::new(BUDGET).layer(trivial()));
+            let ($name, $svc) = (
+                "DeadlineLayer",
+                DeadlineLayer::new(BUDGET).layer($handler()),
+            );
             $body
         }
         {
-            let ($name, $svc) = ("OffloadLayer (fast path)", offload.layer(trivial()));
+            let ($name, $svc) = ("OffloadLayer (fast path)", offload.layer($handler()));
             $body
         }
         {
-            let stack = EscalateLayer::new()
-                .layer(DeadlineLayer::new(BUDGET).layer(offload.layer(trivial())));
-            let ($name, $svc) = ("all three", stack);
+            let stack = tower::ServiceBuilder::new()
+                .layer(EscalateLayer::new())
+                .layer(DeadlineLayer::new(BUDGET))
+                .layer(offload.clone())
+                .service($handler());
+            let ($name, $svc) = ("all three (one ServiceBuilder)", stack);
             $body
         }
     }};
@@ -147,9 +174,15 @@ where
 fn allocation_table() {
     let runtime = runtime();
     println!("\nallocations per request (oneshot, current-thread runtime)");
-    println!("| service | allocations |\n|---|---|");
-    each_variant!(service, name => {
-        println!("| {name} | {:.2} |", allocations(&runtime, service));
+    println!("| service | ready handler | awaiting handler |\n|---|---|---|");
+    let mut ready = Vec::new();
+    each_variant!(trivial, service, name => {
+        ready.push((name, allocations(&runtime, service)));
+    });
+    let mut ready = ready.into_iter();
+    each_variant!(awaiting, service, name => {
+        let (_, at_once) = ready.next().unwrap();
+        println!("| {name} | {at_once:.2} | {:.2} |", allocations(&runtime, service));
     });
     // Where DeadlineLayer's allocations come from: `http::Extensions` allocates its map (a
     // box and a table) on the first insert into a request that has no extension yet, and a
@@ -169,8 +202,15 @@ fn allocation_table() {
 
 fn overhead(c: &mut Criterion) {
     let runtime = runtime();
-    let mut group = c.benchmark_group("oneshot");
-    each_variant!(service, name => {
+    let mut group = c.benchmark_group("ready");
+    each_variant!(trivial, service, name => {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| service.clone().oneshot(request()));
+        });
+    });
+    group.finish();
+    let mut group = c.benchmark_group("awaiting");
+    each_variant!(awaiting, service, name => {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| service.clone().oneshot(request()));
         });
