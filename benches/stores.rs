@@ -9,7 +9,6 @@
 //! this machine, not what DynamoDB's service answers in (single-digit milliseconds).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod common;
 
 use std::sync::Arc;

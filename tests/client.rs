@@ -28,6 +28,7 @@ async fn demo() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
         deadline: None,
         offload_after: Duration::from_millis(200),
         redis_url: None,
+        tasks_table: None,
         rest_cap: None,
     };
     let offload = settings.offload_layer().await.unwrap();

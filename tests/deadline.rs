@@ -348,6 +348,7 @@ async fn demo_answers_504_after_its_deadline_through_a_real_server() {
         deadline: Some(Duration::from_millis(1000)),
         offload_after: Duration::from_secs(2),
         redis_url: None,
+        tasks_table: None,
         rest_cap: None,
     };
     let offload = settings.offload_layer().await.unwrap();

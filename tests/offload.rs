@@ -677,6 +677,7 @@ async fn demo_offloads_jobs_through_a_real_server() {
         deadline: None,
         offload_after: Duration::from_millis(500),
         redis_url: None,
+        tasks_table: None,
         rest_cap: None,
     };
     let offload = settings.offload_layer().await.unwrap();
