@@ -226,7 +226,45 @@ criterion_group! {
     targets = overhead
 }
 
+/// `OVERHEAD_ONLY=<ready|awaiting>/<service>` with `OVERHEAD_ITERS=N`: runs that one variant
+/// N times after a warm-up and nothing else, for an instruction count that does not depend
+/// on the machine's load: `valgrind --tool=callgrind` with N and with 0, the difference
+/// divided by N.
+fn only(which: &str) {
+    let iters: usize = std::env::var("OVERHEAD_ITERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let runtime = runtime();
+    let run =
+        |name: &str,
+         service: &dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+            if which.ends_with(name) {
+                runtime.block_on(async {
+                    for _ in 0..100 {
+                        service().await;
+                    }
+                    for _ in 0..iters {
+                        service().await;
+                    }
+                });
+            }
+        };
+    if which.starts_with("ready/") {
+        each_variant!(trivial, service, name => {
+            run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(request()).await.unwrap(); }) });
+        });
+    } else {
+        each_variant!(awaiting, service, name => {
+            run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(request()).await.unwrap(); }) });
+        });
+    }
+}
+
 fn main() {
+    if let Ok(which) = std::env::var("OVERHEAD_ONLY") {
+        return only(&which);
+    }
     allocation_table();
     benches();
     Criterion::default().configure_from_args().final_summary();

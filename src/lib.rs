@@ -92,6 +92,7 @@ pub(crate) use inner_service_accessors;
 pub struct ConfigError(pub(crate) &'static str);
 
 mod response;
+mod wake;
 
 pub mod client;
 pub mod deadline;

@@ -767,3 +767,26 @@ impl TaskStore for CountingStore {
         self.inner.cancel(id)
     }
 }
+
+/// One timer for the stack: under a `DeadlineLayer`, the offload threshold's timer stands in
+/// for the deadline's until the threshold. When the store then refuses the task and the work
+/// goes on in the foreground, the deadline still answers `504` at its instant, not when the
+/// work ends.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_around_an_offload_that_falls_back_to_the_foreground_still_answers_504() {
+    let work = service_fn(|_: Request<RequestBody<Full<Bytes>>>| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late"))))
+    });
+    let stack = tower::ServiceBuilder::new()
+        .layer(tower_serverless::DeadlineLayer::new(Duration::from_secs(2)))
+        .layer(OffloadLayer::new(FailingStore).after(AFTER))
+        .service(work);
+    let started = tokio::time::Instant::now();
+    let request = Request::post("/work")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = stack.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "at the deadline");
+}

@@ -2,17 +2,17 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{Method, Response};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
 use tokio::time::{Instant, Sleep};
 
 use super::layer::OnTimeout;
+use super::scope::enter;
 use super::{Deadline, DeadlineExceeded};
 
 pin_project! {
@@ -20,20 +20,36 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
+        // Made when the work first waits and no timer inside is due before the deadline
+        // (see `crate::wake`): work that is ready at once, or under an offload threshold,
+        // registers no timer of its own.
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         deadline: Deadline,
         arrived: Instant,
         on_timeout: OnTimeout,
-        method: Method,
-        path: Option<PathAndQuery>,
+        // For the warnings, and only while they are logged.
+        line: Option<RequestLine>,
+    }
+}
+
+/// The method and path of a request, for its warnings.
+pub(crate) struct RequestLine {
+    pub(crate) method: Method,
+    pub(crate) path: Option<PathAndQuery>,
+}
+
+impl RequestLine {
+    fn path(&self) -> &str {
+        self.path.as_ref().map_or("", |path| path.as_str())
     }
 }
 
 pin_project! {
     #[project = StateProj]
     enum State<F> {
-        Running { #[pin] future: TaskLocalFuture<Deadline, F> },
+        // The deadline is current while the future is polled (see `super::scope`).
+        Running { #[pin] future: F },
         // The deadline passed: the inner future is gone, so its work stops at once.
         Expired,
     }
@@ -41,21 +57,19 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(
-        future: TaskLocalFuture<Deadline, F>,
+        future: F,
         deadline: Deadline,
         arrived: Instant,
         on_timeout: OnTimeout,
-        method: Method,
-        path: Option<PathAndQuery>,
+        line: Option<RequestLine>,
     ) -> Self {
         Self {
             state: State::Running { future },
-            sleep: tokio::time::sleep_until(deadline.instant()),
+            sleep: None,
             deadline,
             arrived,
             on_timeout,
-            method,
-            path,
+            line,
         }
     }
 }
@@ -73,28 +87,47 @@ where
             .instant()
             .saturating_duration_since(*this.arrived);
         if let StateProj::Running { future } = this.state.as_mut().project() {
-            if let Poll::Ready(result) = future.poll(cx) {
-                let elapsed = this.arrived.elapsed();
-                if elapsed.as_secs_f64() > budget.as_secs_f64() * this.on_timeout.warn_fraction {
-                    tracing::warn!(
-                        target: "tower_serverless::deadline",
-                        method = %this.method,
-                        path = this.path.as_ref().map_or("", |p| p.as_str()),
-                        elapsed_ms = elapsed.as_millis() as u64,
-                        budget_ms = budget.as_millis() as u64,
-                        source = ?this.deadline.source(),
-                        "the request used most of its time budget"
-                    );
+            let entered = enter(*this.deadline);
+            let (polled, woken_by) = crate::wake::polling(|| future.poll(cx));
+            drop(entered);
+            if let Poll::Ready(result) = polled {
+                if let Some(line) = this.line {
+                    let elapsed = this.arrived.elapsed();
+                    if elapsed.as_secs_f64() > budget.as_secs_f64() * this.on_timeout.warn_fraction
+                    {
+                        tracing::warn!(
+                            target: "tower_serverless::deadline",
+                            method = %line.method,
+                            path = line.path(),
+                            elapsed_ms = elapsed.as_millis() as u64,
+                            budget_ms = budget.as_millis() as u64,
+                            source = ?this.deadline.source(),
+                            "the request used most of its time budget"
+                        );
+                    }
                 }
                 return Poll::Ready(result.map(|response| response.map(Either::Left)));
             }
+            // A timer inside wakes the task before the deadline: this poll needs none.
+            let due = this.deadline.instant();
+            if this.sleep.is_none() && woken_by.is_some_and(|at| at <= due) {
+                return Poll::Pending;
+            }
         }
-        ready!(this.sleep.poll(cx));
+        if this.sleep.is_none() {
+            this.sleep
+                .set(Some(tokio::time::sleep_until(this.deadline.instant())));
+        }
+        let timer = this.sleep.as_mut().as_pin_mut().expect("set above");
+        if timer.poll(cx).is_pending() {
+            crate::wake::promise(this.deadline.instant());
+            return Poll::Pending;
+        }
         this.state.set(State::Expired);
         tracing::warn!(
             target: "tower_serverless::deadline",
-            method = %this.method,
-            path = this.path.as_ref().map_or("", |p| p.as_str()),
+            method = %this.line.as_ref().map_or(&Method::GET, |line| &line.method),
+            path = this.line.as_ref().map_or("", RequestLine::path),
             budget_ms = budget.as_millis() as u64,
             source = ?this.deadline.source(),
             "the request ran out of time; answering 504"

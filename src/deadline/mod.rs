@@ -65,6 +65,7 @@ mod front_door;
 pub mod future;
 mod header;
 mod layer;
+mod scope;
 mod service;
 mod value;
 
@@ -73,7 +74,8 @@ pub(crate) use self::front_door::{plausible, v2_door, Epoch};
 pub use self::front_door::{FrontDoor, FrontDoors};
 pub use self::header::TrustedHeader;
 pub use self::layer::{DeadlineLayer, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};
+pub use self::scope::current;
 pub use self::service::DeadlineService;
 pub(crate) use self::value::later;
-pub use self::value::{current, Deadline, DeadlineExceeded, DeadlineSource};
+pub use self::value::{Deadline, DeadlineExceeded, DeadlineSource};
 pub use crate::ConfigError;

@@ -6,7 +6,7 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::future::ResponseFuture;
+use super::future::{RequestLine, ResponseFuture};
 use super::layer::Config;
 use super::value::later;
 use super::{Deadline, DeadlineLayer, DeadlineSource};
@@ -92,17 +92,19 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let arrived = Instant::now();
         let (deadline, mut request) = self.deadline(request, arrived);
-        request.extensions_mut().insert(deadline);
-        let method = request.method().clone();
-        let path = request.uri().path_and_query().cloned();
+        // An outer deadline's slot is reused: no second box for the value.
+        match request.extensions_mut().get_mut::<Deadline>() {
+            Some(outer) => *outer = deadline,
+            None => {
+                request.extensions_mut().insert(deadline);
+            }
+        }
+        let line = tracing::enabled!(target: "tower_serverless::deadline", tracing::Level::WARN)
+            .then(|| RequestLine {
+                method: request.method().clone(),
+                path: request.uri().path_and_query().cloned(),
+            });
         let future = deadline.sync_scope(|| self.inner.call(request));
-        ResponseFuture::new(
-            deadline.scoped(future),
-            deadline,
-            arrived,
-            self.config.on_timeout(),
-            method,
-            path,
-        )
+        ResponseFuture::new(future, deadline, arrived, self.config.on_timeout(), line)
     }
 }

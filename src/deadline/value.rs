@@ -1,5 +1,4 @@
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -13,10 +12,6 @@ const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
 /// `Instant` (which panics).
 pub(crate) fn later(at: Instant, duration: Duration) -> Instant {
     at + duration.min(FAR)
-}
-
-tokio::task_local! {
-    static CURRENT: Deadline;
 }
 
 /// The instant by which the current request's work must be done, and which source set it.
@@ -125,22 +120,6 @@ impl Deadline {
             .unwrap_or((99_999_999, 'H'));
         Some(HeaderValue::try_from(format!("{value}{unit}")).expect("digits and a letter"))
     }
-
-    /// Runs `future` with this deadline as [`current`](super::current).
-    pub async fn scope<F: Future>(self, future: F) -> F::Output {
-        CURRENT.scope(self, future).await
-    }
-
-    pub(crate) fn scoped<F: Future>(
-        self,
-        future: F,
-    ) -> tokio::task::futures::TaskLocalFuture<Self, F> {
-        CURRENT.scope(self, future)
-    }
-
-    pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
-    }
 }
 
 impl fmt::Debug for Deadline {
@@ -150,12 +129,6 @@ impl fmt::Debug for Deadline {
             .field("source", &self.source)
             .finish()
     }
-}
-
-/// The deadline of the request whose task this is, if a
-/// [`DeadlineLayer`](super::DeadlineLayer) (or [`Deadline::scope`]) set one.
-pub fn current() -> Option<Deadline> {
-    CURRENT.try_with(|deadline| *deadline).ok()
 }
 
 /// A marker in the extensions of the response a [`DeadlineLayer`](super::DeadlineLayer)
@@ -209,12 +182,5 @@ mod tests {
         assert_eq!(deadline.remaining_millis_header(), None);
         assert_eq!(deadline.grpc_timeout_header(), None);
         assert!(deadline.is_expired());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn current_inside_scope_only() {
-        let deadline = Deadline::after(Duration::from_secs(1), DeadlineSource::Custom("test"));
-        assert_eq!(current(), None);
-        assert_eq!(deadline.scope(async { current() }).await, Some(deadline));
     }
 }

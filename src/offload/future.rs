@@ -60,8 +60,10 @@ pin_project! {
         // boxed so that it can move to a detached task; a keyed one has its task already.
         Racing {
             future: Option<Pin<Box<F>>>,
+            // Made when the work first waits: work that is ready at once never touches the
+            // timer wheel.
             #[pin]
-            sleep: Sleep,
+            sleep: Option<Sleep>,
             plan: Option<Plan>,
             task: Option<Started>,
             detach: fn(&Plan, Started, Pin<Box<F>>),
@@ -125,7 +127,7 @@ where
 {
     State::Racing {
         future: Some(future),
-        sleep: tokio::time::sleep_until(plan.race_until),
+        sleep: None,
         plan: Some(plan),
         task,
         detach: Plan::detach::<F, B, E>,
@@ -178,7 +180,7 @@ where
                 }
                 StateProj::Racing {
                     future,
-                    sleep,
+                    mut sleep,
                     plan,
                     task,
                     ..
@@ -206,7 +208,15 @@ where
                         let plan = plan.take().expect("taken once");
                         return Poll::Ready(finished(plan, task.take(), result));
                     }
-                    if sleep.poll(cx).is_pending() {
+                    let race_until = plan.as_ref().expect("kept while racing").race_until;
+                    if sleep.is_none() {
+                        sleep.set(Some(tokio::time::sleep_until(race_until)));
+                    }
+                    let timer = sleep.as_pin_mut().expect("set above");
+                    if timer.poll(cx).is_pending() {
+                        // A deadline around this layer is due later: this timer is the
+                        // stack's one.
+                        crate::wake::promise(race_until);
                         return Poll::Pending;
                     }
                     let future = future.take().expect("taken once");

@@ -113,8 +113,10 @@ where
         } else {
             wait.unwrap_or(config.after)
         };
+        let now = tokio::time::Instant::now();
         let threshold = deadline.map_or(base, |deadline| {
-            base.min(deadline.remaining().saturating_sub(config.margin))
+            let remaining = deadline.instant().saturating_duration_since(now);
+            base.min(remaining.saturating_sub(config.margin))
         });
 
         let plan = Plan {
@@ -127,7 +129,7 @@ where
                 .extensions()
                 .get::<BackgroundDeadline>()
                 .map(|b| b.0),
-            race_until: later(tokio::time::Instant::now(), threshold),
+            race_until: later(now, threshold),
         };
         if let Some(key) = key {
             // The clone that was made ready is the one to call; a fresh clone stays.

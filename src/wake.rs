@@ -1,0 +1,75 @@
+//! One timer for the whole stack.
+//!
+//! A request through `DeadlineLayer` and `OffloadLayer` has two instants to be woken at: the
+//! offload threshold and the deadline. Registering a timer in tokio's wheel (and taking it
+//! out again) is most of what either layer costs once a handler awaits, so the layers share
+//! one: a future that has a timer armed and will be woken by it says so while it is polled
+//! ([`promise`]), and a deadline future around it that is not due before that instant
+//! registers no timer of its own ([`polling`]). When the inner timer fires, the task is
+//! polled again, and the deadline future either sees a new promise or arms its own timer
+//! then.
+//!
+//! The promise is a thread-local set during one `poll` call: futures polled inside that
+//! call run on this thread and are woken through the same task, so an instant promised
+//! there wakes the outer future too. It holds as long as the promising future lives until
+//! the next poll, which it does for the layers between them (a tower middleware polls its
+//! inner future and passes its `Pending` on). A handler that polled an offloading service
+//! of its own and dropped it within the same poll would break it; the deadline is then
+//! kept only when the task is next woken.
+
+use std::cell::Cell;
+
+use tokio::time::Instant;
+
+thread_local! {
+    static WAKE_BY: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Says that the task being polled will be woken at `at` at the latest, by a timer of the
+/// caller's that is armed now.
+pub(crate) fn promise(at: Instant) {
+    WAKE_BY.with(|wake_by| {
+        if wake_by.get().is_none_or(|earlier| at < earlier) {
+            wake_by.set(Some(at));
+        }
+    });
+}
+
+/// Polls `poll` and returns what it returned with the earliest instant promised inside it,
+/// if any. The promises of an outer poll are kept around it: an inner one adds to them.
+pub(crate) fn polling<T>(poll: impl FnOnce() -> T) -> (T, Option<Instant>) {
+    let outer = WAKE_BY.with(|wake_by| wake_by.take());
+    let output = poll();
+    let inner = WAKE_BY.with(|wake_by| {
+        let inner = wake_by.get();
+        wake_by.set(match (outer, inner) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        });
+        inner
+    });
+    (output, inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_earliest_promise_inside_a_poll_is_returned_and_kept_for_the_outer_one() {
+        let now = Instant::now();
+        let (early, late) = (now + Duration::from_secs(1), now + Duration::from_secs(2));
+        let ((), outer) = polling(|| {
+            let ((), inner) = polling(|| {
+                promise(late);
+                promise(early);
+            });
+            assert_eq!(inner, Some(early));
+        });
+        assert_eq!(outer, Some(early), "the outer poll sees the inner promise");
+        let ((), none) = polling(|| ());
+        assert_eq!(none, None, "nothing is left over from an earlier poll");
+    }
+}
