@@ -2,7 +2,10 @@
 //! request's fingerprint.
 
 use http::request::Parts;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
+
+/// Made at compile time: a lookup by `&str` would parse the name on every request.
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// How much of a keyed request's body goes into its fingerprint.
 pub(crate) const FINGERPRINT_PREFIX: usize = 64 << 10;
@@ -10,7 +13,7 @@ pub(crate) const FINGERPRINT_PREFIX: usize = 64 << 10;
 /// The client's `Idempotency-Key`: `Ok(None)` when absent, `Err` when malformed (not 1 to
 /// 255 visible ASCII characters, as a plain token or a structured-field string).
 pub(crate) fn key(headers: &HeaderMap) -> Result<Option<&str>, ()> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| ())?.trim();

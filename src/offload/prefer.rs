@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
+
+/// Made at compile time: a lookup by `&str` would parse the name on every request.
+const PREFER: HeaderName = HeaderName::from_static("prefer");
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Preferences {
@@ -13,7 +16,7 @@ pub(crate) struct Preferences {
 /// Reads every `Prefer` header; what does not parse is ignored, as RFC 7240 asks.
 pub(crate) fn parse(headers: &HeaderMap) -> Preferences {
     let mut preferences = Preferences::default();
-    let values = headers.get_all(http::header::HeaderName::from_static("prefer"));
+    let values = headers.get_all(&PREFER);
     for token in values
         .iter()
         .filter_map(|v| v.to_str().ok())
