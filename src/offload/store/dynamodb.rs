@@ -58,9 +58,8 @@ const ITEM_LIMIT: usize = 400 * 1024;
 ///     TimeToLiveSpecification: { AttributeName: expires_at, Enabled: true }
 /// ```
 ///
-/// The store needs `dynamodb:GetItem`, `dynamodb:PutItem`, `dynamodb:UpdateItem` and
-/// `dynamodb:ConditionCheckItem` on the table (`TransactWriteItems` is authorised through
-/// the actions of its parts); [`create_table`](Self::create_table), for local development,
+/// The store needs `dynamodb:GetItem`, `dynamodb:PutItem` and `dynamodb:UpdateItem` on the
+/// table (`TransactWriteItems` is authorised through the actions of its parts); [`create_table`](Self::create_table), for local development,
 /// also needs `dynamodb:CreateTable` and `dynamodb:UpdateTimeToLive`. The store never
 /// creates a table by itself.
 ///
@@ -544,9 +543,25 @@ impl DynamoDbStore {
                 }
                 _ => return Err(self.unavailable("create a task", error)),
             }
+            // DynamoDB returns the key's item with the refusal; a store that does not is
+            // asked.
             let existing = match reasons[1].item() {
                 Some(existing) => existing.clone(),
-                None => continue,
+                None => {
+                    let read = self
+                        .client
+                        .get_item()
+                        .table_name(&*self.table)
+                        .key(PK, key_item.clone())
+                        .consistent_read(true)
+                        .send()
+                        .await
+                        .map_err(|error| self.unavailable("read an idempotency key", error))?;
+                    match read.item {
+                        Some(existing) => existing,
+                        None => continue,
+                    }
+                }
             };
             match self.live_task_of(&existing).await? {
                 Ok(id) => return Ok(Created::Existing(id)),
