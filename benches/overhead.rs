@@ -50,8 +50,10 @@ fn request() -> Req {
     request
 }
 
-/// A service that answers at once, for any request body (the offload layer passes its own).
-fn trivial<B: Send + 'static>() -> impl Service<
+/// A service for any request body (the offload layer passes its own) that answers at once,
+/// or, with `AWAITS`, after awaiting once, as a handler that does I/O does. A const
+/// parameter, so that the ready handler carries no branch.
+fn handler<B: Send + 'static, const AWAITS: bool>() -> impl Service<
     Request<B>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
@@ -60,6 +62,9 @@ fn trivial<B: Send + 'static>() -> impl Service<
        + Send
        + 'static {
     service_fn(|_: Request<B>| async {
+        if AWAITS {
+            tokio::task::yield_now().await;
+        }
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"pong"))))
     })
 }
@@ -73,28 +78,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A service that awaits once before it answers, as a handler that does I/O does.
-fn awaiting<B: Send + 'static>() -> impl Service<
-    Request<B>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Clone
-       + Send
-       + 'static {
-    service_fn(|_: Request<B>| async {
-        tokio::task::yield_now().await;
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"pong"))))
-    })
-}
-
-/// Runs `$body` with `$svc` bound to each variant over the handler `$handler` (`trivial`
-/// or `awaiting`), in a fixed order.
+/// Runs `$body` with `$svc` bound to each variant over the handler that awaits once or not
+/// (`$awaits`), in a fixed order.
 macro_rules! each_variant {
-    ($handler:ident, $svc:ident, $name:ident => $body:expr) => {{
+    ($awaits:literal, $svc:ident, $name:ident => $body:expr) => {{
         let offload = OffloadLayer::new(MemoryStore::new());
         {
-            let ($name, $svc) = ("bare", $handler());
+            let ($name, $svc) = ("bare", handler::<_, $awaits>());
             $body
         }
         {
@@ -103,7 +93,7 @@ macro_rules! each_variant {
                 tower::util::MapResponseLayer::new(|response: Response<Full<Bytes>>| response);
             let ($name, $svc) = (
                 "no-op layer (tower MapResponse)",
-                identity.layer($handler()),
+                identity.layer(handler::<_, $awaits>()),
             );
             $body
         }
@@ -114,30 +104,36 @@ macro_rules! each_variant {
                     http::StatusCode::GATEWAY_TIMEOUT,
                     BUDGET,
                 )
-                .layer($handler()),
+                .layer(handler::<_, $awaits>()),
             );
             $body
         }
         {
             let ($name, $svc) = (
                 "tower Timeout",
-                tower::timeout::TimeoutLayer::new(BUDGET).layer($handler()),
+                tower::timeout::TimeoutLayer::new(BUDGET).layer(handler::<_, $awaits>()),
             );
             $body
         }
         {
-            let ($name, $svc) = ("EscalateLayer", EscalateLayer::new().layer($handler()));
+            let ($name, $svc) = (
+                "EscalateLayer",
+                EscalateLayer::new().layer(handler::<_, $awaits>()),
+            );
             $body
         }
         {
             let ($name, $svc) = (
                 "DeadlineLayer",
-                DeadlineLayer::new(BUDGET).layer($handler()),
+                DeadlineLayer::new(BUDGET).layer(handler::<_, $awaits>()),
             );
             $body
         }
         {
-            let ($name, $svc) = ("OffloadLayer (fast path)", offload.layer($handler()));
+            let ($name, $svc) = (
+                "OffloadLayer (fast path)",
+                offload.layer(handler::<_, $awaits>()),
+            );
             $body
         }
         {
@@ -145,7 +141,7 @@ macro_rules! each_variant {
                 .layer(EscalateLayer::new())
                 .layer(DeadlineLayer::new(BUDGET))
                 .layer(offload.clone())
-                .service($handler());
+                .service(handler::<_, $awaits>());
             let ($name, $svc) = ("all three (one ServiceBuilder)", stack);
             $body
         }
@@ -176,11 +172,11 @@ fn allocation_table() {
     println!("\nallocations per request (oneshot, current-thread runtime)");
     println!("| service | ready handler | awaiting handler |\n|---|---|---|");
     let mut ready = Vec::new();
-    each_variant!(trivial, service, name => {
+    each_variant!(false, service, name => {
         ready.push((name, allocations(&runtime, service)));
     });
     let mut ready = ready.into_iter();
-    each_variant!(awaiting, service, name => {
+    each_variant!(true, service, name => {
         let (_, at_once) = ready.next().unwrap();
         println!("| {name} | {at_once:.2} | {:.2} |", allocations(&runtime, service));
     });
@@ -191,10 +187,10 @@ fn allocation_table() {
         request.extensions_mut().insert(());
         request
     });
-    let bare = allocations(&runtime, with_extension.layer(trivial()));
+    let bare = allocations(&runtime, with_extension.layer(handler::<_, false>()));
     let deadline = allocations(
         &runtime,
-        with_extension.layer(DeadlineLayer::new(BUDGET).layer(trivial())),
+        with_extension.layer(DeadlineLayer::new(BUDGET).layer(handler::<_, false>())),
     );
     println!("| DeadlineLayer, request with an extension already (minus that request's own {bare:.2}) | {:.2} |", deadline - bare);
     println!();
@@ -203,14 +199,14 @@ fn allocation_table() {
 fn overhead(c: &mut Criterion) {
     let runtime = runtime();
     let mut group = c.benchmark_group("ready");
-    each_variant!(trivial, service, name => {
+    each_variant!(false, service, name => {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| service.clone().oneshot(request()));
         });
     });
     group.finish();
     let mut group = c.benchmark_group("awaiting");
-    each_variant!(awaiting, service, name => {
+    each_variant!(true, service, name => {
         group.bench_function(name, |b| {
             b.to_async(&runtime).iter(|| service.clone().oneshot(request()));
         });
@@ -251,11 +247,11 @@ fn only(which: &str) {
             }
         };
     if which.starts_with("ready/") {
-        each_variant!(trivial, service, name => {
+        each_variant!(false, service, name => {
             run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(request()).await.unwrap(); }) });
         });
     } else {
-        each_variant!(awaiting, service, name => {
+        each_variant!(true, service, name => {
             run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(request()).await.unwrap(); }) });
         });
     }

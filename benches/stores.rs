@@ -20,15 +20,12 @@ use http::{HeaderMap, StatusCode};
 use tower_serverless::offload::store::{NewTask, StoredResponse, TaskOutcome};
 use tower_serverless::offload::{MemoryStore, RedisStore, TaskId, TaskStore};
 
+/// A task whose lease outlives the measurement: tasks created first stay pending.
 fn task() -> NewTask {
     NewTask {
-        id: TaskId::random().unwrap(),
-        owner: None,
-        idempotency_key: None,
-        fingerprint: None,
-        foreground: Duration::ZERO,
         lease: Duration::from_secs(600),
         ttl: Duration::from_secs(600),
+        ..common::conformance::task()
     }
 }
 

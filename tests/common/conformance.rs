@@ -10,7 +10,8 @@ use tower_serverless::offload::store::{
 };
 use tower_serverless::offload::{TaskId, TaskState};
 
-fn task() -> NewTask {
+/// A new unkeyed task: a random id, 60 s lease and TTL.
+pub fn task() -> NewTask {
     NewTask {
         id: TaskId::random().unwrap(),
         owner: None,
