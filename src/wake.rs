@@ -5,7 +5,7 @@
 //! out again) is most of what either layer costs once a handler awaits, so the layers share
 //! one: a future that has a timer armed and will be woken by it says so while it is polled
 //! ([`promise`]), and a deadline future around it that is not due before that instant
-//! registers no timer of its own ([`polling`]). When the inner timer fires, the task is
+//! registers no timer of its own ([`Watch`]). When the inner timer fires, the task is
 //! polled again, and the deadline future either sees a new promise or arms its own timer
 //! then.
 //!
@@ -35,20 +35,44 @@ pub(crate) fn promise(at: Instant) {
     });
 }
 
-/// Polls `poll` and returns what it returned with the earliest instant promised inside it,
-/// if any. The promises of an outer poll are kept around it: an inner one adds to them.
-pub(crate) fn polling<T>(poll: impl FnOnce() -> T) -> (T, Option<Instant>) {
-    let outer = WAKE_BY.with(|wake_by| wake_by.take());
-    let output = poll();
-    let inner = WAKE_BY.with(|wake_by| {
-        let inner = wake_by.get();
-        wake_by.set(match (outer, inner) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        });
-        inner
-    });
-    (output, inner)
+/// Collects the promises made while the caller polls its inner future: start before the
+/// poll, [`finish`](Watch::finish) after it. The promises of an outer poll are kept around
+/// it: an inner one adds to them. A guard rather than a function taking the poll, so that
+/// the poll's output (a whole response) is not moved through it.
+pub(crate) struct Watch {
+    outer: Option<Instant>,
+    finished: bool,
+}
+
+impl Watch {
+    pub(crate) fn start() -> Self {
+        Self {
+            outer: WAKE_BY.with(Cell::take),
+            finished: false,
+        }
+    }
+
+    /// The earliest instant promised since [`start`](Self::start), if any.
+    pub(crate) fn finish(mut self) -> Option<Instant> {
+        self.finished = true;
+        WAKE_BY.with(|wake_by| {
+            let inner = wake_by.get();
+            wake_by.set(match (self.outer, inner) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
+            inner
+        })
+    }
+}
+
+impl Drop for Watch {
+    /// A poll that unwound made no promise that holds: the outer ones are put back.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = WAKE_BY.try_with(|wake_by| wake_by.set(self.outer));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -61,15 +85,39 @@ mod tests {
     fn the_earliest_promise_inside_a_poll_is_returned_and_kept_for_the_outer_one() {
         let now = Instant::now();
         let (early, late) = (now + Duration::from_secs(1), now + Duration::from_secs(2));
-        let ((), outer) = polling(|| {
-            let ((), inner) = polling(|| {
-                promise(late);
-                promise(early);
-            });
-            assert_eq!(inner, Some(early));
+        let outer = Watch::start();
+        let inner = Watch::start();
+        promise(late);
+        promise(early);
+        assert_eq!(inner.finish(), Some(early));
+        assert_eq!(
+            outer.finish(),
+            Some(early),
+            "the outer poll sees the inner promise"
+        );
+        assert_eq!(
+            Watch::start().finish(),
+            None,
+            "nothing is left over from an earlier poll"
+        );
+    }
+
+    #[test]
+    fn a_poll_that_unwinds_leaves_the_outer_promises_as_they_were() {
+        let now = Instant::now();
+        let (early, late) = (now + Duration::from_secs(1), now + Duration::from_secs(2));
+        let outer = Watch::start();
+        promise(late);
+        let unwound = std::panic::catch_unwind(|| {
+            let _inner = Watch::start();
+            promise(early);
+            panic!("on purpose");
         });
-        assert_eq!(outer, Some(early), "the outer poll sees the inner promise");
-        let ((), none) = polling(|| ());
-        assert_eq!(none, None, "nothing is left over from an earlier poll");
+        assert!(unwound.is_err());
+        assert_eq!(
+            outer.finish(),
+            Some(late),
+            "the unwound poll's promise is not kept"
+        );
     }
 }

@@ -82,16 +82,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let budget = this
-            .deadline
-            .instant()
-            .saturating_duration_since(*this.arrived);
+        // Only the warnings and the 504 need the budget: the common path reads no clock.
+        let budget = |arrived: Instant, deadline: &Deadline| {
+            deadline.instant().saturating_duration_since(arrived)
+        };
         if let StateProj::Running { future } = this.state.as_mut().project() {
             let entered = enter(*this.deadline);
-            let (polled, woken_by) = crate::wake::polling(|| future.poll(cx));
+            let watch = crate::wake::Watch::start();
+            let polled = future.poll(cx);
+            let woken_by = watch.finish();
             drop(entered);
             if let Poll::Ready(result) = polled {
                 if let Some(line) = this.line {
+                    let budget = budget(*this.arrived, this.deadline);
                     let elapsed = this.arrived.elapsed();
                     if elapsed.as_secs_f64() > budget.as_secs_f64() * this.on_timeout.warn_fraction
                     {
@@ -124,6 +127,7 @@ where
             return Poll::Pending;
         }
         this.state.set(State::Expired);
+        let budget = budget(*this.arrived, this.deadline);
         tracing::warn!(
             target: "tower_serverless::deadline",
             method = %this.line.as_ref().map_or(&Method::GET, |line| &line.method),

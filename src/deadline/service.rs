@@ -31,9 +31,10 @@ impl<S> DeadlineService<S> {
 
     crate::inner_service_accessors!();
 
-    /// The deadline of `request`: the earliest of every source that applies, and never later
-    /// than a deadline an outer layer already set.
-    fn deadline<B>(&self, request: Request<B>, arrived: Instant) -> (Deadline, Request<B>) {
+    /// The deadline of `request` from the budget and the trusted headers, never later than
+    /// a deadline an outer layer already set. Borrowing the request: moving it in and out
+    /// costs more than the rest of this function.
+    fn deadline<B>(&self, request: &Request<B>, arrived: Instant) -> Deadline {
         let config = &*self.config;
         let mut deadline = Deadline::at(later(arrived, config.budget()), DeadlineSource::Budget);
         for header in &config.headers {
@@ -43,19 +44,21 @@ impl<S> DeadlineService<S> {
                     deadline.min(Deadline::at(later(arrived, budget), DeadlineSource::Header));
             }
         }
-        if let Some(outer) = request.extensions().get::<Deadline>() {
-            deadline = outer.min(deadline);
+        match request.extensions().get::<Deadline>() {
+            Some(outer) => outer.min(deadline),
+            None => deadline,
         }
-        if !config.needs_parts() {
-            return (deadline, request);
-        }
+    }
+
+    /// `deadline`, or the earliest deadline of the configured sources when earlier.
+    fn from_sources<B>(&self, request: Request<B>, deadline: &mut Deadline) -> Request<B> {
         let (parts, body) = request.into_parts();
-        for source in &config.sources {
+        for source in &self.config.sources {
             if let Some(found) = source(&parts) {
-                deadline = deadline.min(found);
+                *deadline = deadline.min(found);
             }
         }
-        (deadline, Request::from_parts(parts, body))
+        Request::from_parts(parts, body)
     }
 }
 
@@ -89,9 +92,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let arrived = Instant::now();
-        let (deadline, mut request) = self.deadline(request, arrived);
+        let mut deadline = self.deadline(&request, arrived);
+        if self.config.needs_parts() {
+            request = self.from_sources(request, &mut deadline);
+        }
         // An outer deadline's slot is reused: no second box for the value.
         match request.extensions_mut().get_mut::<Deadline>() {
             Some(outer) => *outer = deadline,

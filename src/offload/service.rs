@@ -68,22 +68,23 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
-        let request = request.map(RequestBody::new);
+        let mut request = request.map(RequestBody::new);
         if !config.methods.contains(request.method()) {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let (request, owner) = if config.filter.is_some() || config.owner.is_some() {
+        // Only a filter or an owner takes the request apart: moving it costs as much as the
+        // rest of the fast path.
+        let mut owner = None;
+        if config.filter.is_some() || config.owner.is_some() {
             let (parts, body) = request.into_parts();
             if config.filter.as_ref().is_some_and(|filter| !filter(&parts)) {
                 return ResponseFuture::passthrough(
                     self.inner.call(Request::from_parts(parts, body)),
                 );
             }
-            let owner = config.owner_of(&parts);
-            (Request::from_parts(parts, body), owner)
-        } else {
-            (request, None)
-        };
+            owner = config.owner_of(&parts);
+            request = Request::from_parts(parts, body);
+        }
         let Ok(key) = idempotency::key(request.headers()) else {
             return ResponseFuture::ready(bad_idempotency_key());
         };
@@ -108,16 +109,22 @@ where
         // The 202 must leave before the deadline set above this layer.
         let deadline =
             deadline::current().or_else(|| request.extensions().get::<Deadline>().copied());
-        let base = if immediate {
+        let threshold = if immediate {
             Duration::ZERO
         } else {
             wait.unwrap_or(config.after)
         };
         let now = tokio::time::Instant::now();
-        let threshold = deadline.map_or(base, |deadline| {
-            let remaining = deadline.instant().saturating_duration_since(now);
-            base.min(remaining.saturating_sub(config.margin))
-        });
+        // The threshold, or earlier when the deadline leaves less than it and the margin.
+        let mut race_until = later(now, threshold);
+        if let Some(deadline) = deadline {
+            let latest = deadline
+                .instant()
+                .checked_sub(config.margin)
+                .unwrap_or(now)
+                .max(now);
+            race_until = race_until.min(latest);
+        }
 
         let plan = Plan {
             config: config.clone(),
@@ -129,7 +136,7 @@ where
                 .extensions()
                 .get::<BackgroundDeadline>()
                 .map(|b| b.0),
-            race_until: later(now, threshold),
+            race_until,
         };
         if let Some(key) = key {
             // The clone that was made ready is the one to call; a fresh clone stays.
