@@ -51,7 +51,7 @@ impl<S> DeadlineService<S> {
     }
 
     /// `deadline`, or the earliest deadline of the configured sources when earlier.
-    fn from_sources<B>(&self, request: Request<B>, deadline: &mut Deadline) -> Request<B> {
+    fn apply_sources<B>(&self, request: Request<B>, deadline: &mut Deadline) -> Request<B> {
         let (parts, body) = request.into_parts();
         for source in &self.config.sources {
             if let Some(found) = source(&parts) {
@@ -96,7 +96,7 @@ where
         let arrived = Instant::now();
         let mut deadline = self.deadline(&request, arrived);
         if self.config.needs_parts() {
-            request = self.from_sources(request, &mut deadline);
+            request = self.apply_sources(request, &mut deadline);
         }
         // An outer deadline's slot is reused: no second box for the value.
         match request.extensions_mut().get_mut::<Deadline>() {
