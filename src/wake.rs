@@ -27,6 +27,7 @@ thread_local! {
 
 /// Says that the task being polled will be woken at `at` at the latest, by a timer of the
 /// caller's that is armed now.
+#[inline]
 pub(crate) fn promise(at: Instant) {
     WAKE_BY.with(|wake_by| {
         if wake_by.get().is_none_or(|earlier| at < earlier) {
@@ -45,6 +46,7 @@ pub(crate) struct Watch {
 }
 
 impl Watch {
+    #[inline]
     pub(crate) fn start() -> Self {
         Self {
             outer: WAKE_BY.with(Cell::take),
@@ -53,6 +55,7 @@ impl Watch {
     }
 
     /// The earliest instant promised since [`start`](Self::start), if any.
+    #[inline]
     pub(crate) fn finish(mut self) -> Option<Instant> {
         self.finished = true;
         WAKE_BY.with(|wake_by| {
@@ -68,6 +71,7 @@ impl Watch {
 
 impl Drop for Watch {
     /// A poll that unwound made no promise that holds: the outer ones are put back.
+    #[inline]
     fn drop(&mut self) {
         if !self.finished {
             let _ = WAKE_BY.try_with(|wake_by| wake_by.set(self.outer));

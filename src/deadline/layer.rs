@@ -42,14 +42,17 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    #[inline]
     pub(crate) fn budget(&self) -> Duration {
         self.cap.saturating_sub(self.margin)
     }
 
+    #[inline]
     pub(crate) fn needs_parts(&self) -> bool {
         !self.sources.is_empty()
     }
 
+    #[inline]
     pub(crate) fn on_timeout(&self) -> OnTimeout {
         OnTimeout {
             warn_fraction: self.warn_fraction,

@@ -20,6 +20,7 @@ thread_local! {
 
 /// The deadline of the request whose task this is, if a
 /// [`DeadlineLayer`](super::DeadlineLayer) (or [`Deadline::scope`]) set one.
+#[inline]
 pub fn current() -> Option<Deadline> {
     CURRENT.try_with(Cell::get).ok().flatten()
 }
@@ -27,11 +28,13 @@ pub fn current() -> Option<Deadline> {
 /// `deadline` is current until the guard drops (on unwind too); then the one before is.
 pub(crate) struct Entered(Option<Deadline>);
 
+#[inline]
 pub(crate) fn enter(deadline: Deadline) -> Entered {
     Entered(CURRENT.with(|current| current.replace(Some(deadline))))
 }
 
 impl Drop for Entered {
+    #[inline]
     fn drop(&mut self) {
         let _ = CURRENT.try_with(|current| current.set(self.0));
     }
@@ -69,6 +72,7 @@ impl Deadline {
         }
     }
 
+    #[inline]
     pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
         let _entered = enter(self);
         f()

@@ -10,6 +10,7 @@ const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// `at + duration`, saturating at [`FAR`] from `at`: no setting or header can overflow an
 /// `Instant` (which panics).
+#[inline]
 pub(crate) fn later(at: Instant, duration: Duration) -> Instant {
     at + duration.min(FAR)
 }
@@ -46,6 +47,7 @@ pub enum DeadlineSource {
 
 impl Deadline {
     /// A deadline at `at`.
+    #[inline]
     pub fn at(at: Instant, source: DeadlineSource) -> Self {
         Self { at, source }
     }
@@ -57,11 +59,13 @@ impl Deadline {
     }
 
     /// The instant by which the work must be done.
+    #[inline]
     pub fn instant(&self) -> Instant {
         self.at
     }
 
     /// Which source set this deadline.
+    #[inline]
     pub fn source(&self) -> DeadlineSource {
         self.source
     }
@@ -77,6 +81,7 @@ impl Deadline {
     }
 
     /// The earlier of the two deadlines (`self` when they are equal).
+    #[inline]
     pub fn min(self, other: Self) -> Self {
         if other.at < self.at {
             other

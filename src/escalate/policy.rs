@@ -35,6 +35,7 @@ impl Policy {
         self.by_status(response)
     }
 
+    #[inline]
     fn by_status<B>(&self, response: &Response<B>) -> Option<Escalation> {
         let status = response.status();
         if !self.status.is_empty() && self.status.contains(status) {
@@ -47,6 +48,7 @@ impl Policy {
     }
 
     /// The escalation `response` triggers, if any; the marker is taken out of the response.
+    #[inline]
     pub(crate) fn check<B, P: EscalatePredicate<B>>(
         &self,
         predicate: &P,

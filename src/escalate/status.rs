@@ -47,6 +47,7 @@ impl StatusCodes {
         }
     }
 
+    #[inline]
     fn ranges(&self) -> &[(u16, u16)] {
         match &self.repr {
             Repr::Inline { len, ranges } => &ranges[..usize::from(*len)],
@@ -92,6 +93,7 @@ impl StatusCodes {
     }
 
     /// Whether no code is in the set.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.ranges().is_empty()
     }

@@ -240,16 +240,21 @@ async fn lease_lapses_to_worker_lost(store: &dyn TaskStore) {
 }
 
 async fn ttl_expires_finished_tasks(store: &dyn TaskStore) {
+    // The TTL runs on the store's clock, which no test can pause. It is long enough for
+    // the reads before it ends even on a loaded machine (a TTL of 100 ms once lapsed
+    // during a DynamoDB Local transaction under CI load).
+    const TTL: Duration = Duration::from_secs(1);
     let mut new = task();
-    new.ttl = Duration::from_millis(100);
+    new.ttl = TTL;
     store.create(new.clone()).await.unwrap();
     store
         .finish(new.id, TaskOutcome::Succeeded(response()))
         .await
         .unwrap();
+    assert!(store.get(new.id).await.unwrap().is_some());
     let key = format!("expiring-{}", new.id);
     let expiring = NewTask {
-        ttl: Duration::from_millis(100),
+        ttl: TTL,
         ..keyed(None, &key)
     };
     store.create(expiring.clone()).await.unwrap();
@@ -257,8 +262,7 @@ async fn ttl_expires_finished_tasks(store: &dyn TaskStore) {
         .finish(expiring.id, TaskOutcome::failed("done"))
         .await
         .unwrap();
-    assert!(store.get(new.id).await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(TTL + Duration::from_millis(100)).await;
     assert!(
         store.get(new.id).await.unwrap().is_none(),
         "gone after its TTL"

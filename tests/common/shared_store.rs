@@ -88,7 +88,8 @@ pub async fn a_task_created_on_one_process_is_polled_and_replayed_on_another(
     let (_, b) = process(store, routes()).await;
     let client = HttpClient::new();
 
-    let status_url = accepted(&send(&client, "POST", a, "/work/500", &[]).await);
+    // Work long enough to be pending still when a loaded machine gets to the poll.
+    let status_url = accepted(&send(&client, "POST", a, "/work/2000", &[]).await);
     let pending = send(&client, "GET", b, &status_url, &[]).await;
     assert_eq!(pending.json()["status"], "pending");
 
@@ -98,13 +99,13 @@ pub async fn a_task_created_on_one_process_is_polled_and_replayed_on_another(
     let replay = send(&client, "GET", b, done.header("location"), &[]).await;
     assert_eq!(
         (replay.status, replay.text()),
-        (StatusCode::CREATED, "worked 500")
+        (StatusCode::CREATED, "worked 2000")
     );
 
     // The same Idempotency-Key through the other process returns the same task.
     let key = [("idempotency-key", "shared-key")];
-    let first = accepted(&send(&client, "POST", a, "/work/400", &key).await);
-    let second = accepted(&send(&client, "POST", b, "/work/400", &key).await);
+    let first = accepted(&send(&client, "POST", a, "/work/2000", &key).await);
+    let second = accepted(&send(&client, "POST", b, "/work/2000", &key).await);
     assert_eq!(first, second);
     a_offload.detached().wait_idle().await;
 }
