@@ -2,7 +2,10 @@
 //! tower-http's `TimeoutLayer` and tower's `Timeout`, and the allocations per request of each
 //! (a counting global allocator), printed as a table first. Two handlers: one that is ready
 //! at once, and one that awaits once (`tokio::task::yield_now`), as real handlers await I/O:
-//! then every timer in the stack is registered in tokio's timer wheel.
+//! then every timer in the stack is registered in tokio's timer wheel. The awaiting handler
+//! is measured twice: with a bare `Request::new` (no extension map: `DeadlineLayer`'s insert
+//! makes it), and with a request whose host made the map already (`hosted`), as
+//! `lambda_http` and axum's router hand requests to the layers.
 //!
 //! `cargo bench --bench overhead`
 
@@ -47,6 +50,19 @@ fn request() -> Req {
     // POST: the method OffloadLayer may offload, so its fast path is what is measured.
     let mut request = Request::new(Full::new(Bytes::from_static(b"ping")));
     *request.method_mut() = http::Method::POST;
+    request
+}
+
+/// What a host puts in a request's extensions before the layers see it (`lambda_http` its
+/// request context, axum's router `OriginalUri` and `MatchedPath` before a route's layers).
+#[derive(Clone)]
+struct HostContext;
+
+/// A request as such a host hands it over: its extension map is made already, so an
+/// extension the layers insert costs its own box only.
+fn hosted_request() -> Req {
+    let mut request = request();
+    request.extensions_mut().insert(HostContext);
     request
 }
 
@@ -184,7 +200,7 @@ fn allocation_table() {
     // box and a table) on the first insert into a request that has no extension yet, and a
     // box per value. A request that already carries an extension shows the layer's own cost.
     let with_extension = tower::util::MapRequestLayer::new(|mut request: Req| {
-        request.extensions_mut().insert(());
+        request.extensions_mut().insert(HostContext);
         request
     });
     let bare = allocations(&runtime, with_extension.layer(handler::<_, false>()));
@@ -212,6 +228,13 @@ fn overhead(c: &mut Criterion) {
         });
     });
     group.finish();
+    let mut group = c.benchmark_group("hosted");
+    each_variant!(true, service, name => {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| service.clone().oneshot(hosted_request()));
+        });
+    });
+    group.finish();
 }
 
 criterion_group! {
@@ -222,7 +245,7 @@ criterion_group! {
     targets = overhead
 }
 
-/// `OVERHEAD_ONLY=<ready|awaiting>/<service>` with `OVERHEAD_ITERS=N`: runs that one variant
+/// `OVERHEAD_ONLY=<ready|awaiting|hosted>/<service>` with `OVERHEAD_ITERS=N`: runs that one variant
 /// N times after a warm-up and nothing else, for an instruction count that does not depend
 /// on the machine's load: `valgrind --tool=callgrind` with N and with 0, the difference
 /// divided by N.
@@ -249,6 +272,10 @@ fn only(which: &str) {
     if which.starts_with("ready/") {
         each_variant!(false, service, name => {
             run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(request()).await.unwrap(); }) });
+        });
+    } else if which.starts_with("hosted/") {
+        each_variant!(true, service, name => {
+            run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(hosted_request()).await.unwrap(); }) });
         });
     } else {
         each_variant!(true, service, name => {
