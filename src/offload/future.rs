@@ -38,7 +38,9 @@ pin_project! {
                         adopt(future);
                     }
                 }
-                StateProj::Racing { future, plan, task, detach, .. } => {
+                // Checked before anything is taken: taking the plan moves it even when the
+                // race is over, and most futures drop after it.
+                StateProj::Racing { future, plan, task, detach, .. } if future.is_some() && task.is_some() => {
                     if let (Some(future), Some(plan), Some(task)) = (future.take(), plan.take(), task.take()) {
                         detach(&plan, task, future);
                     }
