@@ -80,6 +80,7 @@ where
 {
     type Output = Result<Response<Either<B, Full<Bytes>>>, E>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         // Only the warnings and the 504 need the budget: the common path reads no clock.

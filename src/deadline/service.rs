@@ -92,6 +92,7 @@ where
         self.inner.poll_ready(cx)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let arrived = Instant::now();
         let mut deadline = self.deadline(&request, arrived);

@@ -64,6 +64,7 @@ where
 {
     type Output = Result<Response<O::Body<B>>, O::Error>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let polled = match this.state.project() {

@@ -87,6 +87,7 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (policy, output, predicate) = (
             self.policy.clone(),
