@@ -54,6 +54,19 @@ impl Policy {
         predicate: &P,
         response: &mut Response<B>,
     ) -> Option<Escalation> {
+        // Most responses carry no extension and the set of codes is empty: only the
+        // predicate can escalate them, and the rest is not worth a call.
+        if response.extensions().is_empty() && self.status.is_empty() {
+            return predicate.escalate(response);
+        }
+        self.check_all(predicate, response)
+    }
+
+    fn check_all<B, P: EscalatePredicate<B>>(
+        &self,
+        predicate: &P,
+        response: &mut Response<B>,
+    ) -> Option<Escalation> {
         if self.marker {
             if let Some(escalation) = response.extensions_mut().remove::<Escalation>() {
                 return Some(escalation);
