@@ -27,17 +27,27 @@ type TimeoutFn = dyn Fn(&DeadlineExceeded) -> Response<Full<Bytes>> + Send + Syn
 #[derive(Clone)]
 #[must_use]
 pub struct DeadlineLayer {
-    pub(crate) config: Arc<Config>,
+    pub(crate) config: Config,
 }
 
+/// The configuration, copied into every service. What most layers leave unset is behind one
+/// `Arc`, and absent when unset: hosts clone the service per request (axum's router, hyper
+/// through `TowerToHyperService`), and a clone that touches no reference count shared by
+/// every worker thread costs nothing under load.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) cap: Duration,
     pub(crate) margin: Duration,
-    pub(crate) headers: Vec<TrustedHeader>,
     pub(crate) header_max: Duration,
-    pub(crate) sources: Vec<Arc<SourceFn>>,
     pub(crate) warn_fraction: f64,
+    pub(crate) shared: Option<Arc<Shared>>,
+}
+
+/// The settings of [`Config`] that hold vectors and closures.
+#[derive(Clone, Default)]
+pub(crate) struct Shared {
+    pub(crate) headers: Vec<TrustedHeader>,
+    pub(crate) sources: Vec<Arc<SourceFn>>,
     pub(crate) timeout_response: Option<Arc<TimeoutFn>>,
 }
 
@@ -48,15 +58,23 @@ impl Config {
     }
 
     #[inline]
-    pub(crate) fn needs_parts(&self) -> bool {
-        !self.sources.is_empty()
+    pub(crate) fn headers(&self) -> &[TrustedHeader] {
+        self.shared.as_deref().map_or(&[], |shared| &shared.headers)
+    }
+
+    #[inline]
+    pub(crate) fn sources(&self) -> &[Arc<SourceFn>] {
+        self.shared.as_deref().map_or(&[], |shared| &shared.sources)
     }
 
     #[inline]
     pub(crate) fn on_timeout(&self) -> OnTimeout {
         OnTimeout {
             warn_fraction: self.warn_fraction,
-            custom: self.timeout_response.clone(),
+            custom: self
+                .shared
+                .as_ref()
+                .and_then(|shared| shared.timeout_response.clone()),
         }
     }
 }
@@ -95,15 +113,13 @@ impl DeadlineLayer {
     /// tower's `Timeout` does.
     pub fn new(budget: Duration) -> Self {
         Self {
-            config: Arc::new(Config {
+            config: Config {
                 cap: budget,
                 margin: Duration::ZERO,
-                headers: Vec::new(),
                 header_max: budget,
-                sources: Vec::new(),
                 warn_fraction: 0.8,
-                timeout_response: None,
-            }),
+                shared: None,
+            },
         }
     }
 
@@ -129,12 +145,12 @@ impl DeadlineLayer {
     }
 
     fn with_margin(mut self, margin: Duration) -> Self {
-        self.config().margin = margin;
+        self.config.margin = margin;
         self
     }
 
-    fn config(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
+    fn shared(&mut self) -> &mut Shared {
+        Arc::make_mut(self.config.shared.get_or_insert_with(Arc::default))
     }
 
     /// Time kept below the cap for sending the answer; the budget is the cap minus this.
@@ -157,7 +173,7 @@ impl DeadlineLayer {
     /// Also takes the budget that `header` announces, for a proxy in front that you trust.
     /// Never enable this for headers a client can set.
     pub fn trust_header(mut self, header: TrustedHeader) -> Self {
-        self.config().headers.push(header);
+        self.shared().headers.push(header);
         self
     }
 
@@ -171,7 +187,7 @@ impl DeadlineLayer {
         if max.is_zero() {
             return Err(ConfigError("the largest header budget must be above zero"));
         }
-        self.config().header_max = max;
+        self.config.header_max = max;
         Ok(self)
     }
 
@@ -182,7 +198,7 @@ impl DeadlineLayer {
     where
         F: Fn(&Parts) -> Option<Deadline> + Send + Sync + 'static,
     {
-        self.config().sources.push(Arc::new(source));
+        self.shared().sources.push(Arc::new(source));
         self
     }
 
@@ -208,7 +224,7 @@ impl DeadlineLayer {
         if !(0.0..=1.0).contains(&fraction) {
             return Err(ConfigError("the warning fraction must be within 0.0..=1.0"));
         }
-        self.config().warn_fraction = fraction;
+        self.config.warn_fraction = fraction;
         Ok(self)
     }
 
@@ -218,7 +234,7 @@ impl DeadlineLayer {
     where
         F: Fn(&DeadlineExceeded) -> Response<Full<Bytes>> + Send + Sync + 'static,
     {
-        self.config().timeout_response = Some(Arc::new(make));
+        self.shared().timeout_response = Some(Arc::new(make));
         self
     }
 }
@@ -236,9 +252,9 @@ impl fmt::Debug for DeadlineLayer {
         f.debug_struct("DeadlineLayer")
             .field("cap", &self.config.cap)
             .field("margin", &self.config.margin)
-            .field("headers", &self.config.headers)
+            .field("headers", &self.config.headers())
             .field("header_max", &self.config.header_max)
-            .field("sources", &self.config.sources.len())
+            .field("sources", &self.config.sources().len())
             .field("warn_fraction", &self.config.warn_fraction)
             .finish()
     }

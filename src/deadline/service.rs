@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -16,11 +15,11 @@ use super::{Deadline, DeadlineLayer, DeadlineSource};
 /// See the [module docs](super) for details.
 pub struct DeadlineService<S> {
     inner: S,
-    config: Arc<Config>,
+    config: Config,
 }
 
 impl<S> DeadlineService<S> {
-    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+    pub(crate) fn new(inner: S, config: Config) -> Self {
         Self { inner, config }
     }
 
@@ -35,9 +34,9 @@ impl<S> DeadlineService<S> {
     /// a deadline an outer layer already set. Borrowing the request: moving it in and out
     /// costs more than the rest of this function.
     fn deadline<B>(&self, request: &Request<B>, arrived: Instant) -> Deadline {
-        let config = &*self.config;
+        let config = &self.config;
         let mut deadline = Deadline::at(later(arrived, config.budget()), DeadlineSource::Budget);
-        for header in &config.headers {
+        for header in config.headers() {
             if let Some(budget) = header.budget(request.headers()) {
                 let budget = budget.min(config.header_max);
                 deadline =
@@ -53,7 +52,7 @@ impl<S> DeadlineService<S> {
     /// `deadline`, or the earliest deadline of the configured sources when earlier.
     fn apply_sources<B>(&self, request: Request<B>, deadline: &mut Deadline) -> Request<B> {
         let (parts, body) = request.into_parts();
-        for source in &self.config.sources {
+        for source in self.config.sources() {
             if let Some(found) = source(&parts) {
                 *deadline = deadline.min(found);
             }
@@ -96,7 +95,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let arrived = Instant::now();
         let mut deadline = self.deadline(&request, arrived);
-        if self.config.needs_parts() {
+        if !self.config.sources().is_empty() {
             request = self.apply_sources(request, &mut deadline);
         }
         // An outer deadline's slot is reused: no second box for the value.
