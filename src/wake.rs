@@ -42,7 +42,6 @@ pub(crate) fn promise(at: Instant) {
 /// the poll's output (a whole response) is not moved through it.
 pub(crate) struct Watch {
     outer: Option<Instant>,
-    finished: bool,
 }
 
 impl Watch {
@@ -50,17 +49,18 @@ impl Watch {
     pub(crate) fn start() -> Self {
         Self {
             outer: WAKE_BY.with(Cell::take),
-            finished: false,
         }
     }
 
     /// The earliest instant promised since [`start`](Self::start), if any.
     #[inline]
-    pub(crate) fn finish(mut self) -> Option<Instant> {
-        self.finished = true;
+    pub(crate) fn finish(self) -> Option<Instant> {
+        let outer = self.outer;
+        // Finished: what `Drop` restores after an unwind is not to be restored.
+        std::mem::forget(self);
         WAKE_BY.with(|wake_by| {
             let inner = wake_by.get();
-            wake_by.set(match (self.outer, inner) {
+            wake_by.set(match (outer, inner) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             });
@@ -70,12 +70,10 @@ impl Watch {
 }
 
 impl Drop for Watch {
-    /// A poll that unwound made no promise that holds: the outer ones are put back.
-    #[inline]
+    /// Only reached when the poll unwound (`finish` forgets the guard): its promises do not
+    /// hold, and the outer ones are put back.
     fn drop(&mut self) {
-        if !self.finished {
-            let _ = WAKE_BY.try_with(|wake_by| wake_by.set(self.outer));
-        }
+        let _ = WAKE_BY.try_with(|wake_by| wake_by.set(self.outer));
     }
 }
 

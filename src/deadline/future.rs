@@ -131,8 +131,8 @@ where
         let budget = budget(*this.arrived, this.deadline);
         tracing::warn!(
             target: "tower_serverless::deadline",
-            method = %this.line.as_ref().map_or(&Method::GET, |line| &line.method),
-            path = this.line.as_ref().map_or("", RequestLine::path),
+            method = this.line.as_ref().map(|line| tracing::field::display(&line.method)),
+            path = this.line.as_ref().map(RequestLine::path),
             budget_ms = budget.as_millis() as u64,
             source = ?this.deadline.source(),
             "the request ran out of time; answering 504"

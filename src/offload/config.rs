@@ -76,12 +76,6 @@ impl Config {
 
     /// The status URL of task `id` for a request whose status URLs start with `base`.
     pub(crate) fn status_url(&self, base: Option<&str>, id: super::TaskId) -> String {
-        let base = base.unwrap_or_default();
-        let mut url = String::with_capacity(base.len() + self.prefix.len() + 33);
-        url.push_str(base);
-        url.push_str(&self.prefix);
-        url.push('/');
-        std::fmt::Write::write_fmt(&mut url, format_args!("{id}")).expect("a String takes it");
-        url
+        format!("{}{}/{id}", base.unwrap_or_default(), self.prefix)
     }
 }

@@ -38,9 +38,9 @@ pin_project! {
                         adopt(future);
                     }
                 }
-                // Checked before anything is taken: taking the plan moves it even when the
-                // race is over, and most futures drop after it.
-                StateProj::Racing { future, plan, task, detach, .. } if future.is_some() && task.is_some() => {
+                // Only a keyed race has work to hand over; checked before anything is taken,
+                // as taking the plan moves it even when there is nothing to do.
+                StateProj::Racing { future, plan, task, detach, .. } if task.is_some() => {
                     if let (Some(future), Some(plan), Some(task)) = (future.take(), plan.take(), task.take()) {
                         detach(&plan, task, future);
                     }

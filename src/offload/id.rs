@@ -52,9 +52,7 @@ impl TaskId {
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
-}
 
-impl TaskId {
     /// The 32 hexadecimal digits, without going through `fmt` once per byte: an offload
     /// writes its id into the `Location`, and the body, at every `202`.
     fn hex(&self) -> [u8; 32] {

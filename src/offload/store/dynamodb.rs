@@ -59,9 +59,10 @@ const ITEM_LIMIT: usize = 400 * 1024;
 /// ```
 ///
 /// The store needs `dynamodb:GetItem`, `dynamodb:PutItem` and `dynamodb:UpdateItem` on the
-/// table (`TransactWriteItems` is authorised through the actions of its parts); [`create_table`](Self::create_table), for local development,
-/// also needs `dynamodb:CreateTable` and `dynamodb:UpdateTimeToLive`. The store never
-/// creates a table by itself.
+/// table (`TransactWriteItems` is authorised through the actions of its parts);
+/// [`create_table`](Self::create_table), for local development, also needs
+/// `dynamodb:CreateTable` and `dynamodb:UpdateTimeToLive`. The store never creates a table
+/// by itself.
 ///
 /// # How it keeps tasks
 ///
