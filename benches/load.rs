@@ -5,7 +5,7 @@
 //! Each layer alone and tower-http's `TimeoutLayer` are measured too, as references.
 //!
 //! `cargo bench --bench load` (env `LOAD_REQUESTS`, default 64000 per round; 5 rounds,
-//! every server once per round, medians).
+//! every server once per round, medians; `LOAD_ONLY=<name prefix>` for one server alone).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -127,6 +127,12 @@ fn main() {
             ("axum + OffloadLayer", serve(routes().layer(OffloadLayer::new(MemoryStore::new()))).await),
             ("axum + tower-http TimeoutLayer (peer)", serve(routes().layer(peer_timeout())).await),
         ];
+        // `LOAD_ONLY=<start of a server's name>`: that server alone, for a profiler.
+        let only = std::env::var("LOAD_ONLY").ok();
+        let servers: Vec<_> = servers
+            .into_iter()
+            .filter(|(name, _)| only.as_deref().is_none_or(|only| name.starts_with(only)))
+            .collect();
         for (_, addr) in &servers {
             load(*addr, total / 4).await; // warm-up
         }
