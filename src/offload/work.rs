@@ -19,7 +19,7 @@ use super::config::Config;
 use super::detached::Reservation;
 use super::store::{StoredResponse, TaskOutcome, TaskStore};
 use super::{reason, TaskId};
-use crate::deadline::{Deadline, DeadlineSource};
+use crate::deadline::{later, Deadline, DeadlineSource};
 use crate::escalate::{DefaultPredicate, Policy};
 
 /// Polls `future`, turning a panic into `Err` with its payload.
@@ -136,34 +136,46 @@ where
 pub(crate) async fn run(config: Arc<Config>, id: TaskId, work: Work, deadline: Deadline) {
     let store = &*config.store;
     let lease = config.lease;
-    let renewing = async {
+    let expired = match deadline.source() {
+        DeadlineSource::Function => reason::LAMBDA_DEADLINE,
+        _ => reason::BACKGROUND_DEADLINE,
+    };
+    // One timer for the lease and the deadline: a pending task waits for the sooner of its
+    // next renewal and its deadline. A second is armed only while a renewal is in flight,
+    // so that a store that hangs does not hold the deadline back.
+    let watch = async {
+        let end = deadline.instant();
         loop {
-            tokio::time::sleep(lease / 3).await;
-            match store.renew(id, lease).await {
+            let renew_at = later(tokio::time::Instant::now(), lease / 3);
+            if renew_at >= end {
+                tokio::time::sleep_until(end).await;
+                return Some(expired);
+            }
+            tokio::time::sleep_until(renew_at).await;
+            let renewed = tokio::select! {
+                renewed = store.renew(id, lease) => renewed,
+                () = tokio::time::sleep_until(end) => return Some(expired),
+            };
+            match renewed {
                 Ok(true) => {}
-                Ok(false) => return,
+                Ok(false) => return None,
                 Err(error) => {
                     tracing::warn!(target: "tower_serverless::offload", task = %id, %error, "could not renew a task's lease")
                 }
             }
         }
     };
-    let expired = async {
-        tokio::time::sleep_until(deadline.instant()).await;
-        match deadline.source() {
-            DeadlineSource::Function => reason::LAMBDA_DEADLINE,
-            _ => reason::BACKGROUND_DEADLINE,
-        }
-    };
     let (outcome, retry_for) = tokio::select! {
         outcome = work => (outcome, config.store_retry),
-        reason = expired => (TaskOutcome::failed(reason), config.store_retry),
         // Shutting down: one attempt to record it, no retries.
         () = config.detached.stopping() => (TaskOutcome::failed(reason::SHUT_DOWN), Duration::ZERO),
-        () = renewing => {
-            tracing::debug!(target: "tower_serverless::offload", task = %id, "task no longer pending; its work stopped");
-            return;
-        }
+        ended = watch => match ended {
+            Some(reason) => (TaskOutcome::failed(reason), config.store_retry),
+            None => {
+                tracing::debug!(target: "tower_serverless::offload", task = %id, "task no longer pending; its work stopped");
+                return;
+            }
+        },
     };
     finish(store, id, outcome, retry_for).await;
 }
