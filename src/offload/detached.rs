@@ -1,7 +1,6 @@
 //! Work that goes on after its `202 Accepted`: which tasks run, their places among at most
 //! so many, their cancellation, and a bounded shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 
-use super::TaskId;
+use super::{IdMap, TaskId};
 
 /// The tasks this process detached and that are still running.
 ///
@@ -23,7 +22,7 @@ pub struct DetachedTasks {
 }
 
 struct Inner {
-    running: Mutex<HashMap<TaskId, Running>>,
+    running: Mutex<IdMap<Running>>,
     /// Told whenever a task ends.
     ended: Notify,
     /// Moved on by [`DetachedTasks::shutdown`].
@@ -68,7 +67,7 @@ impl Default for DetachedTasks {
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
 impl DetachedTasks {
-    fn running(&self) -> MutexGuard<'_, HashMap<TaskId, Running>> {
+    fn running(&self) -> MutexGuard<'_, IdMap<Running>> {
         self.inner
             .running
             .lock()
@@ -103,7 +102,7 @@ impl DetachedTasks {
         .await;
     }
 
-    async fn wait_until(&self, done: impl Fn(&HashMap<TaskId, Running>) -> bool) {
+    async fn wait_until(&self, done: impl Fn(&IdMap<Running>) -> bool) {
         loop {
             let ended = self.inner.ended.notified();
             tokio::pin!(ended);
@@ -215,10 +214,12 @@ impl Reservation {
         let (tasks, id) = (self.tasks.clone(), self.id);
         // No lock is held here: a runtime that is shutting down drops the task, and this
         // reservation with it, inside `spawn`.
-        let handle = tokio::spawn(async move {
+        // Boxed before it is spawned: the work's future is kilobytes, which `spawn` would
+        // otherwise copy several times on the way into the task.
+        let handle = tokio::spawn(Box::pin(async move {
             let _place = self;
             work.await;
-        });
+        }));
         let mut running = tasks.running();
         if let Some(task) = running.get_mut(&id) {
             task.handle = Some(handle.abort_handle());

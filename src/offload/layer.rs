@@ -146,7 +146,7 @@ impl OffloadLayer {
     /// The `Retry-After` given with `202` and pending status (default 1 s, rounded up to
     /// whole seconds).
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
-        self.config().retry_after = retry_after;
+        self.config().retry_after = super::config::retry_after(retry_after);
         self
     }
 

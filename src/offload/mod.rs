@@ -128,6 +128,7 @@ pub use self::config::{DEFAULT_BACKGROUND_BUDGET, DEFAULT_MAX_DETACHED};
 pub use self::detached::DetachedTasks;
 #[cfg(feature = "lambda")]
 pub(crate) use self::detached::Invocation;
+pub(crate) use self::id::IdMap;
 pub use self::id::{InvalidTaskId, NoRandomness, TaskId};
 pub use self::layer::OffloadLayer;
 pub use self::location::PublicPrefix;

@@ -14,7 +14,6 @@ use tower::Service;
 
 use super::config::Config;
 use super::store::{BoxFuture, CancelResult, StoreError, TaskRecord, TaskState};
-use super::task::retry_after;
 use super::TaskId;
 
 /// The status endpoint of an [`OffloadLayer`](super::OffloadLayer)'s tasks.
@@ -100,7 +99,7 @@ impl<B> Service<Request<B>> for TaskStatusService {
                     StatusCode::SERVICE_UNAVAILABLE,
                     &json!({ "error": "the task store is unavailable; try again" }),
                 );
-                response.headers_mut().insert(header::RETRY_AFTER, retry_after(config.retry_after));
+                response.headers_mut().insert(header::RETRY_AFTER, config.retry_after.clone());
                 response
             }))
         })
@@ -138,12 +137,12 @@ async fn status(
             let mut response = json(StatusCode::OK, &body);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, retry_after(config.retry_after));
+                .insert(header::RETRY_AFTER, config.retry_after.clone());
             response
         }
         TaskState::Succeeded => {
             let mut response = json(StatusCode::SEE_OTHER, &body);
-            let location = format!("{}/result", config.status_url(base.as_deref(), id));
+            let location = format!("{}/result", config.status_url(base.as_deref(), &id.hex()));
             if let Ok(location) = HeaderValue::try_from(location) {
                 response.headers_mut().insert(header::LOCATION, location);
             }

@@ -85,15 +85,6 @@ pub(crate) fn applied_to<B>(
     response
 }
 
-/// Whole seconds, rounded up: a client must not come back before the hint.
-pub(crate) fn retry_after(after: Duration) -> HeaderValue {
-    HeaderValue::from(
-        after
-            .as_secs()
-            .saturating_add(u64::from(after.subsec_nanos() > 0)),
-    )
-}
-
 /// A problem+json response the layer writes.
 pub(crate) fn problem<B>(status: StatusCode, detail: &str) -> Response<ResponseBody<B>> {
     crate::response::problem(status, detail).map(ResponseBody::written)
@@ -147,11 +138,12 @@ impl Plan {
         id: TaskId,
         record: Option<&TaskRecord>,
     ) -> Response<ResponseBody<B>> {
-        let status_url = self.config.status_url(self.base.as_deref(), id);
+        let hex = id.hex();
+        let status_url = self.config.status_url(self.base.as_deref(), &hex);
         let body = Accepted {
             error: record.and_then(|record| record.error.as_deref()),
             error_type: record.and_then(|record| record.error_type.as_deref()),
-            id: &id.to_string(),
+            id: hex.as_str(),
             status: record.map_or(TaskState::Pending, |r| r.state).as_str(),
             status_url: &status_url,
         };
@@ -161,7 +153,7 @@ impl Plan {
         if let Ok(location) = HeaderValue::try_from(status_url) {
             headers.insert(header::LOCATION, location);
         }
-        headers.insert(header::RETRY_AFTER, retry_after(self.config.retry_after));
+        headers.insert(header::RETRY_AFTER, self.config.retry_after.clone());
         applied_to(response, self.applied.clone()).map(ResponseBody::written)
     }
 
@@ -289,7 +281,7 @@ impl Plan {
         let mut response = problem(status, detail);
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, retry_after(self.config.retry_after));
+            .insert(header::RETRY_AFTER, self.config.retry_after.clone());
         response
     }
 

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::deadline::later;
 use crate::offload::reason;
-use crate::offload::TaskId;
+use crate::offload::{IdMap, TaskId};
 use crate::ConfigError;
 
 /// A bounded in-process [`TaskStore`]: for one process (one container, one Lambda Managed
@@ -44,7 +44,7 @@ type IdempotencyKey = (Option<String>, String);
 
 #[derive(Debug, Default)]
 struct State {
-    tasks: HashMap<TaskId, Entry>,
+    tasks: IdMap<Entry>,
     keys: HashMap<IdempotencyKey, TaskId>,
     /// Terminal tasks by expiry: what to clear first.
     expiring: BTreeSet<(Instant, TaskId)>,
