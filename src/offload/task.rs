@@ -14,6 +14,7 @@ use tower::{BoxError, Service};
 use super::body::{RequestBody, ResponseBody};
 use super::config::Config;
 use super::detached::{Invocation, Reservation};
+use super::id::Hex;
 use super::idempotency::Fingerprint;
 use super::store::{Created, NewTask, TaskOutcome, TaskRecord, TaskState};
 use super::work;
@@ -25,18 +26,42 @@ pub(crate) type Answer<B, E> = Result<Response<ResponseBody<B>>, E>;
 
 const PREFERENCE_APPLIED: http::HeaderName = http::HeaderName::from_static("preference-applied");
 
-/// The body of a `202 Accepted`. Serialized from a struct rather than built as a
-/// `serde_json::Value`, whose map costs an allocation per key at every offload; the fields
-/// are in the order that map wrote them.
-#[derive(serde::Serialize)]
-struct Accepted<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_type: Option<&'a str>,
-    id: &'a str,
-    status: &'a str,
-    status_url: &'a str,
+/// The body of a `202 Accepted`: `{"error", "error_type", "id", "status", "status_url"}`,
+/// the errors only when the record has them. The id's hex digits and the state's name need
+/// no escaping and are written as they are; `serde_json` writes the other strings. A
+/// derived `Serialize` cost 1,400 instructions per offload, a sixth of it.
+fn accepted_body(record: Option<&TaskRecord>, id: &Hex, status_url: &str) -> Vec<u8> {
+    let string = |body: &mut Vec<u8>, value: &str| {
+        serde_json::to_writer(body, value).expect("a str serializes into a Vec");
+    };
+    let mut body = Vec::with_capacity(64 + status_url.len());
+    body.push(b'{');
+    let errors = record.map_or((None, None), |record| {
+        (record.error.as_deref(), record.error_type.as_deref())
+    });
+    for (name, value) in [
+        (&b"\"error\":"[..], errors.0),
+        (b"\"error_type\":", errors.1),
+    ] {
+        if let Some(value) = value {
+            body.extend_from_slice(name);
+            string(&mut body, value);
+            body.push(b',');
+        }
+    }
+    let state = record.map_or(TaskState::Pending, |record| record.state);
+    for part in [
+        "\"id\":\"",
+        id.as_str(),
+        "\",\"status\":\"",
+        state.as_str(),
+        "\",\"status_url\":",
+    ] {
+        body.extend_from_slice(part.as_bytes());
+    }
+    string(&mut body, status_url);
+    body.push(b'}');
+    body
 }
 
 /// What an offloadable request needs to become a task.
@@ -140,14 +165,7 @@ impl Plan {
     ) -> Response<ResponseBody<B>> {
         let hex = id.hex();
         let status_url = self.config.status_url(self.base.as_deref(), &hex);
-        let body = Accepted {
-            error: record.and_then(|record| record.error.as_deref()),
-            error_type: record.and_then(|record| record.error_type.as_deref()),
-            id: hex.as_str(),
-            status: record.map_or(TaskState::Pending, |r| r.state).as_str(),
-            status_url: &status_url,
-        };
-        let body = serde_json::to_vec(&body).expect("strings serialize");
+        let body = accepted_body(record, &hex, &status_url);
         let mut response = crate::response::json(StatusCode::ACCEPTED, body);
         let headers = response.headers_mut();
         if let Ok(location) = HeaderValue::try_from(status_url) {
@@ -325,6 +343,64 @@ impl Plan {
                 "the response to this Idempotency-Key was too large to keep; the request was processed",
             ),
             _ => self.accepted(id, Some(&record)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: TaskState, error: Option<&str>, error_type: Option<&str>) -> TaskRecord {
+        TaskRecord {
+            id: TaskId::random().unwrap(),
+            state,
+            created_at: SystemTime::UNIX_EPOCH,
+            finished_at: None,
+            error: error.map(str::to_owned),
+            error_type: error_type.map(str::to_owned),
+            owner: None,
+            fingerprint: None,
+            foreground_until: None,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn the_202_body_is_the_json_a_serializer_writes_for_any_text() {
+        let id = TaskId::random().unwrap();
+        let awkward = "/a \"quoted\" \\ path\u{1}/é";
+        let failed = record(
+            TaskState::Failed,
+            Some("said \"no\"\n"),
+            Some("Handler\\Error"),
+        );
+        let cases = [
+            (
+                None,
+                "/tasks/x",
+                serde_json::json!({
+                    "id": id.to_string(), "status": "pending", "status_url": "/tasks/x",
+                }),
+            ),
+            (
+                Some(&failed),
+                awkward,
+                serde_json::json!({
+                    "error": "said \"no\"\n", "error_type": "Handler\\Error",
+                    "id": id.to_string(), "status": "failed", "status_url": awkward,
+                }),
+            ),
+        ];
+        for (record, url, expected) in cases {
+            let body = accepted_body(record, &id.hex(), url);
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(parsed, expected);
+            assert_eq!(
+                body,
+                serde_json::to_vec(&expected).unwrap(),
+                "same bytes and field order as serde_json's map"
+            );
         }
     }
 }

@@ -177,7 +177,8 @@ pub(crate) async fn run(config: Arc<Config>, id: TaskId, work: Work, deadline: D
             }
         },
     };
-    finish(store, id, outcome, retry_for).await;
+    // Boxed: its retries' state would otherwise make every pending task's future larger.
+    Box::pin(finish(store, id, outcome, retry_for)).await;
 }
 
 /// Stores a task's outcome, retrying a failed write with backoff (100 ms, doubling, at most
