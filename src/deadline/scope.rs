@@ -71,12 +71,6 @@ impl Deadline {
             future,
         }
     }
-
-    #[inline]
-    pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        let _entered = enter(self);
-        f()
-    }
 }
 
 #[cfg(test)]
@@ -101,8 +95,10 @@ mod tests {
         let seen = outer
             .scope(async move {
                 let during = inner.scope(async { current() }).await;
-                let panicked =
-                    std::panic::catch_unwind(|| inner.sync_scope(|| panic!("on purpose")));
+                let panicked = std::panic::catch_unwind(|| {
+                    let _entered = enter(inner);
+                    panic!("on purpose")
+                });
                 assert!(panicked.is_err());
                 (during, current())
             })

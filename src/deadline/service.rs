@@ -30,9 +30,8 @@ impl<S> DeadlineService<S> {
 
     crate::inner_service_accessors!();
 
-    /// The deadline of `request` from the budget and the trusted headers, never later than
-    /// a deadline an outer layer already set. Borrowing the request: moving it in and out
-    /// costs more than the rest of this function.
+    /// The deadline of `request` from the budget and the trusted headers. Borrowing the
+    /// request: moving it in and out costs more than the rest of this function.
     fn deadline<B>(&self, request: &Request<B>, arrived: Instant) -> Deadline {
         let config = &self.config;
         let mut deadline = Deadline::at(later(arrived, config.budget()), DeadlineSource::Budget);
@@ -43,10 +42,7 @@ impl<S> DeadlineService<S> {
                     deadline.min(Deadline::at(later(arrived, budget), DeadlineSource::Header));
             }
         }
-        match request.extensions().get::<Deadline>() {
-            Some(outer) => outer.min(deadline),
-            None => deadline,
-        }
+        deadline
     }
 
     /// `deadline`, or the earliest deadline of the configured sources when earlier.
@@ -98,11 +94,13 @@ where
         if !self.config.sources().is_empty() {
             request = self.apply_sources(request, &mut deadline);
         }
-        // An outer deadline's slot is reused: no second box for the value.
-        match request.extensions_mut().get_mut::<Deadline>() {
-            Some(outer) => *outer = deadline,
-            None => {
-                request.extensions_mut().insert(deadline);
+        // One lookup in the extension map, not one to read an outer deadline and one more to
+        // write: what the insert gives back is a deadline an outer layer set, which stays
+        // when it is earlier.
+        if let Some(outer) = request.extensions_mut().insert(deadline) {
+            deadline = outer.min(deadline);
+            if let Some(slot) = request.extensions_mut().get_mut::<Deadline>() {
+                *slot = deadline;
             }
         }
         let line = tracing::enabled!(target: "tower_serverless::deadline", tracing::Level::WARN)
@@ -110,7 +108,10 @@ where
                 method: request.method().clone(),
                 path: request.uri().path_and_query().cloned(),
             });
-        let future = deadline.sync_scope(|| self.inner.call(request));
+        // A guard, not a closure: the request would be moved into one and out again.
+        let entered = super::scope::enter(deadline);
+        let future = self.inner.call(request);
+        drop(entered);
         ResponseFuture::new(future, deadline, arrived, self.config.on_timeout(), line)
     }
 }

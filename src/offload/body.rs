@@ -133,7 +133,9 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Written { #[pin] body: Full<Bytes> },
-        Kept { body: Kept },
+        // Boxed: a keeper is 170 bytes, and every response through the layer, kept or
+        // not, would be moved with room for one.
+        Kept { body: Box<Kept> },
     }
 }
 
@@ -157,10 +159,10 @@ impl<B> ResponseBody<B> {
     {
         Self {
             kind: Kind::Kept {
-                body: Kept {
+                body: Box::new(Kept {
                     body: Some(body.map_err(Into::into).boxed_unsync()),
                     keeper: Some(keeper),
-                },
+                }),
             },
         }
     }

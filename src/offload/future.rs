@@ -252,7 +252,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let applied = plan.applied.clone();
+    let applied = plan.applied();
     let Some(task) = task else {
         return result.map(|response| applied_to(response.map(ResponseBody::inner), applied));
     };

@@ -12,7 +12,7 @@ use super::config::Config;
 use super::detached::Invocation;
 use super::future::ResponseFuture;
 use super::idempotency;
-use super::task::{bad_idempotency_key, Plan};
+use super::task::{bad_idempotency_key, Extras, Plan};
 use super::{prefer, BackgroundDeadline};
 use crate::deadline::{self, later, Deadline};
 
@@ -126,8 +126,7 @@ where
             race_until = race_until.min(latest);
         }
 
-        let plan = Plan {
-            config: config.clone(),
+        let extras = Extras {
             owner,
             applied,
             base: super::location::base(request.extensions(), request.uri().path()),
@@ -136,6 +135,10 @@ where
                 .extensions()
                 .get::<BackgroundDeadline>()
                 .map(|b| b.0),
+        };
+        let plan = Plan {
+            config: config.clone(),
+            extras: extras.boxed(),
             race_until,
         };
         if let Some(key) = key {

@@ -67,7 +67,19 @@ fn accepted_body(record: Option<&TaskRecord>, id: &Hex, status_url: &str) -> Vec
 /// What an offloadable request needs to become a task.
 pub(crate) struct Plan {
     pub(crate) config: Arc<Config>,
+    /// What few requests have, boxed only when one has it: the offload future moves whole
+    /// into each outer future, and most requests carry none of these.
+    pub(crate) extras: Option<Box<Extras>>,
+    /// When the race against the work ends: the threshold, capped by the deadline minus
+    /// the margin.
+    pub(crate) race_until: Instant,
+}
+
+/// The parts of a [`Plan`] that only some requests have.
+#[derive(Default)]
+pub(crate) struct Extras {
     pub(crate) owner: Option<String>,
+    /// `Preference-Applied`, when a preference was applied.
     pub(crate) applied: Option<HeaderValue>,
     /// What goes in front of the status URL: the public prefix and the axum nesting.
     pub(crate) base: Option<String>,
@@ -76,9 +88,19 @@ pub(crate) struct Plan {
     /// Set by the host for work detached from this request (the Lambda runner: the
     /// function's deadline).
     pub(crate) background: Option<Deadline>,
-    /// When the race against the work ends: the threshold, capped by the deadline minus
-    /// the margin.
-    pub(crate) race_until: Instant,
+}
+
+impl Extras {
+    /// Boxed when any part is there.
+    #[inline]
+    pub(crate) fn boxed(self) -> Option<Box<Self>> {
+        let any = self.owner.is_some()
+            || self.applied.is_some()
+            || self.base.is_some()
+            || self.invocation.is_some()
+            || self.background.is_some();
+        any.then(|| Box::new(self))
+    }
 }
 
 /// A keyed task whose record exists and whose work has started: its place among the
@@ -123,11 +145,31 @@ pub(crate) fn bad_idempotency_key<B>() -> Response<ResponseBody<B>> {
 }
 
 impl Plan {
+    fn owner(&self) -> Option<&str> {
+        self.extras.as_ref()?.owner.as_deref()
+    }
+
+    pub(crate) fn applied(&self) -> Option<HeaderValue> {
+        self.extras.as_ref()?.applied.clone()
+    }
+
+    fn base(&self) -> Option<&str> {
+        self.extras.as_ref()?.base.as_deref()
+    }
+
+    fn invocation(&self) -> Option<Invocation> {
+        self.extras.as_ref()?.invocation.clone()
+    }
+
+    fn background(&self) -> Option<Deadline> {
+        self.extras.as_ref()?.background
+    }
+
     /// A new task id (for `key`'s partition, when keyed) and its place among the running
     /// detached tasks; `None` (logged) when there is no randomness or no place.
     fn reserve(&self, key: Option<&str>) -> Option<(TaskId, Reservation)> {
         let id = match key {
-            Some(key) => TaskId::random_for(self.owner.as_deref(), key),
+            Some(key) => TaskId::random_for(self.owner(), key),
             None => TaskId::random(),
         };
         let id = match id {
@@ -138,7 +180,7 @@ impl Plan {
             }
         };
         let detached = &self.config.detached;
-        let reserved = detached.reserve(id, self.config.max_detached, self.invocation.clone());
+        let reserved = detached.reserve(id, self.config.max_detached, self.invocation());
         if reserved.is_none() {
             tracing::debug!(target: "tower_serverless::offload", "no place for another detached task");
         }
@@ -148,7 +190,7 @@ impl Plan {
     fn new_task(&self, id: TaskId) -> NewTask {
         NewTask {
             id,
-            owner: self.owner.clone(),
+            owner: self.owner().map(str::to_owned),
             idempotency_key: None,
             fingerprint: None,
             foreground: Duration::ZERO,
@@ -164,7 +206,7 @@ impl Plan {
         record: Option<&TaskRecord>,
     ) -> Response<ResponseBody<B>> {
         let hex = id.hex();
-        let status_url = self.config.status_url(self.base.as_deref(), &hex);
+        let status_url = self.config.status_url(self.base(), &hex);
         let body = accepted_body(record, &hex, &status_url);
         let mut response = crate::response::json(StatusCode::ACCEPTED, body);
         let headers = response.headers_mut();
@@ -172,7 +214,7 @@ impl Plan {
             headers.insert(header::LOCATION, location);
         }
         headers.insert(header::RETRY_AFTER, self.config.retry_after.clone());
-        applied_to(response, self.applied.clone()).map(ResponseBody::written)
+        applied_to(response, self.applied()).map(ResponseBody::written)
     }
 
     /// Moves `future` to a detached task, in the place `task` holds, that stores its
@@ -197,7 +239,7 @@ impl Plan {
     /// The configured background budget from now, or the host's deadline when earlier.
     fn background_deadline(&self) -> Deadline {
         let configured = Deadline::after(self.config.background, DeadlineSource::Background);
-        self.background
+        self.background()
             .map_or(configured, |host| configured.min(host))
     }
 
