@@ -183,10 +183,16 @@ where
     })
 }
 
+/// The size of `service`'s response future, which each layer and host above moves at least
+/// once.
+fn future_size<S: Service<Req>>(_: &S) -> usize {
+    std::mem::size_of::<S::Future>()
+}
+
 fn allocation_table() {
     let runtime = runtime();
     println!("\nallocations per request (oneshot, current-thread runtime)");
-    println!("| service | ready handler | awaiting handler |\n|---|---|---|");
+    println!("| service | ready handler | awaiting handler | response future, bytes (awaiting handler) |\n|---|---|---|---|");
     let mut ready = Vec::new();
     each_variant!(false, service, name => {
         ready.push((name, allocations(&runtime, service)));
@@ -194,7 +200,8 @@ fn allocation_table() {
     let mut ready = ready.into_iter();
     each_variant!(true, service, name => {
         let (_, at_once) = ready.next().unwrap();
-        println!("| {name} | {at_once:.2} | {:.2} |", allocations(&runtime, service));
+        let bytes = future_size(&service);
+        println!("| {name} | {at_once:.2} | {:.2} | {bytes} |", allocations(&runtime, service));
     });
     // Where DeadlineLayer's allocations come from: `http::Extensions` allocates its map (a
     // box and a table) on the first insert into a request that has no extension yet, and a
