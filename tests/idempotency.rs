@@ -118,9 +118,10 @@ async fn a_keyed_response_streams_and_only_a_bounded_copy_is_kept() {
         .route(
             "/events",
             post(|| async {
-                Response::new(Body::new(Ticks(tokio::time::interval(
+                Response::new(Body::new(Ticks::every(
                     Duration::from_millis(10),
-                ))))
+                    usize::MAX,
+                )))
             }),
         )
         .layer(offload.clone());
@@ -158,8 +159,22 @@ async fn a_keyed_response_streams_and_only_a_bounded_copy_is_kept() {
     assert_eq!(retry.status, StatusCode::GONE);
 }
 
-/// An endless body, as server-sent events are: a chunk every tick.
-struct Ticks(tokio::time::Interval);
+/// A body of a chunk every tick, `left` of them: `usize::MAX` is an endless one, as
+/// server-sent events are.
+struct Ticks {
+    interval: tokio::time::Interval,
+    left: usize,
+}
+
+impl Ticks {
+    fn every(period: Duration, left: usize) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { interval, left }
+    }
+}
+
+const TICK: &str = "data: tick\n\n";
 
 impl http_body::Body for Ticks {
     type Data = Bytes;
@@ -169,11 +184,14 @@ impl http_body::Body for Ticks {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.0.poll_tick(cx).map(|_| {
-            Some(Ok(http_body::Frame::data(Bytes::from_static(
-                b"data: tick\n\n",
-            ))))
-        })
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.interval.poll_tick(cx));
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            TICK.as_bytes(),
+        )))))
     }
 }
 
@@ -284,4 +302,41 @@ async fn a_202_for_a_retry_states_the_tasks_real_state() {
     assert_eq!(retry.json()["status"], "failed");
     assert_eq!(retry.json()["error"], "the handler panicked");
     assert_eq!(retry.header("location"), accepted.header("location"));
+}
+
+#[tokio::test]
+async fn a_keyed_task_keeps_its_lease_while_it_answers_in_the_foreground() {
+    // The lease is a fraction of the time the work takes in the foreground: 600 ms before
+    // its response, under the threshold, then 600 ms of streaming. Lapsed, the task would
+    // read `worker lost` and its outcome would not be stored.
+    let offload = OffloadLayer::new(MemoryStore::new())
+        .after(Duration::from_secs(10))
+        .lease(Duration::from_millis(150))
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/report",
+            post(|| async {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Response::new(Body::new(Ticks::every(Duration::from_millis(100), 7)))
+            }),
+        )
+        .layer(offload.clone());
+    let addr = common::serve(app).await;
+    let client = HttpClient::new();
+    let whole = TICK.repeat(7);
+
+    let first = send(&client, addr, "/report", "report-1", "").await;
+    assert_eq!(
+        (first.status, first.text()),
+        (StatusCode::OK, whole.as_str())
+    );
+    offload.detached().wait_idle().await;
+    let retry = send(&client, addr, "/report", "report-1", "").await;
+    assert_eq!(
+        (retry.status, retry.text()),
+        (StatusCode::OK, whole.as_str()),
+        "the retry replays the stored response: {}",
+        retry.text()
+    );
 }

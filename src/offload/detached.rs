@@ -186,6 +186,7 @@ impl DetachedTasks {
         Some(Reservation {
             tasks: self.clone(),
             id,
+            renewal: None,
         })
     }
 }
@@ -203,14 +204,27 @@ impl std::fmt::Debug for DetachedTasks {
 pub(crate) struct Reservation {
     tasks: DetachedTasks,
     id: TaskId,
+    /// What renews the task's lease while its work runs outside a task of its own (a keyed
+    /// request answering in the foreground, then its response streaming). Stopped when the
+    /// work moves to a task of its own, which renews the lease itself, and when the place
+    /// is released.
+    renewal: Option<AbortHandle>,
 }
 
 impl Reservation {
+    /// Hands the place the task that renews the lease until the place is released.
+    pub(crate) fn renewed_by(&mut self, renewal: Option<AbortHandle>) {
+        self.renewal = renewal;
+    }
+
     /// Runs `work` in a task of its own, holding the place until it ends.
-    pub(crate) fn spawn<W>(self, work: W)
+    pub(crate) fn spawn<W>(mut self, work: W)
     where
         W: Future<Output = ()> + Send + 'static,
     {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
         let (tasks, id) = (self.tasks.clone(), self.id);
         // No lock is held here: a runtime that is shutting down drops the task, and this
         // reservation with it, inside `spawn`.
@@ -229,6 +243,9 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        if let Some(renewal) = &self.renewal {
+            renewal.abort();
+        }
         self.tasks.running().remove(&self.id);
         self.tasks.inner.ended.notify_waiters();
     }

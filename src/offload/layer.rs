@@ -129,7 +129,8 @@ impl OffloadLayer {
     }
 
     /// How long a pending record stays valid without renewal (default 60 s); the worker
-    /// renews it every third of that. A task whose worker died reads as failed
+    /// renews it every third of that, detached or answering in the foreground (a keyed
+    /// request's work and its streaming response). A task whose worker died reads as failed
     /// (`worker lost`) once its lease runs out.
     ///
     /// # Errors

@@ -288,7 +288,7 @@ impl Plan {
         let (parts, body) = request.into_parts();
         let mut fingerprint = Fingerprint::new(&parts);
         let body = body.read_ahead(&mut fingerprint).await;
-        let Some((id, reservation)) = self.reserve(Some(&key)) else {
+        let Some((id, mut reservation)) = self.reserve(Some(&key)) else {
             return Start::Answer(Ok(self.unavailable()));
         };
         let task = NewTask {
@@ -309,6 +309,9 @@ impl Plan {
                 return Start::Answer(Ok(self.unavailable()));
             }
         }
+        // The work answers in the foreground, for longer than the lease maybe: its lease is
+        // renewed until it moves to a task of its own or its outcome is stored.
+        reservation.renewed_by(work::renew_lease(self.config.clone(), id));
         let task = Started { id, reservation };
         if let Err(error) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await {
             self.fail(task, TaskOutcome::failed(reason::FAILED));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::task::AbortHandle;
 use tower::BoxError;
 
 use super::config::Config;
@@ -152,16 +153,12 @@ pub(crate) async fn run(config: Arc<Config>, id: TaskId, work: Work, deadline: D
                 return Some(expired);
             }
             tokio::time::sleep_until(renew_at).await;
-            let renewed = tokio::select! {
-                renewed = store.renew(id, lease) => renewed,
+            let pending = tokio::select! {
+                pending = renew(store, id, lease) => pending,
                 () = tokio::time::sleep_until(end) => return Some(expired),
             };
-            match renewed {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(error) => {
-                    tracing::warn!(target: "tower_serverless::offload", task = %id, %error, "could not renew a task's lease")
-                }
+            if !pending {
+                return None;
             }
         }
     };
@@ -179,6 +176,36 @@ pub(crate) async fn run(config: Arc<Config>, id: TaskId, work: Work, deadline: D
     };
     // Boxed: its retries' state would otherwise make every pending task's future larger.
     Box::pin(finish(store, id, outcome, retry_for)).await;
+}
+
+/// Extends task `id`'s lease; `false` once the task is no longer pending. A failed write
+/// is logged, and the next renewal tries again.
+async fn renew(store: &dyn TaskStore, id: TaskId, lease: Duration) -> bool {
+    match store.renew(id, lease).await {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::warn!(target: "tower_serverless::offload", task = %id, %error, "could not renew a task's lease");
+            true
+        }
+    }
+}
+
+/// Renews task `id`'s lease every third of it, in a task of its own, until the task is no
+/// longer pending or the returned handle stops it: for work that runs outside [`run`] (a
+/// keyed request answering in the foreground, then its response streaming), which may
+/// take longer than the lease. `None` outside a runtime.
+pub(crate) fn renew_lease(config: Arc<Config>, id: TaskId) -> Option<AbortHandle> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let renewal = runtime.spawn(async move {
+        let lease = config.lease;
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if !renew(&*config.store, id, lease).await {
+                return;
+            }
+        }
+    });
+    Some(renewal.abort_handle())
 }
 
 /// Stores a task's outcome, retrying a failed write with backoff (100 ms, doubling, at most
