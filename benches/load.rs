@@ -6,6 +6,12 @@
 //!
 //! `cargo bench --bench load` (env `LOAD_REQUESTS`, default 64000 per round; 5 rounds,
 //! every server once per round, medians; `LOAD_ONLY=<name prefix>` for one server alone).
+//!
+//! The clients share the servers' runtime and cores, so each server's cost is diluted by
+//! the clients'. `LOAD_SERVE=1` starts the servers on a runtime of one worker thread,
+//! prints their addresses and serves until killed, for an outside client on its own core:
+//! `taskset -c 0 target/release/deps/load-* & taskset -c 1 wrk -t1 -c64 -d10s -s post.lua
+//! http://<address>/hello` (`post.lua`: `wrk.method = "POST"`), as issue 15 measured.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -70,6 +76,12 @@ fn peer_timeout() -> tower_http::timeout::TimeoutLayer {
     )
 }
 
+/// What `Router::layer` costs by itself: axum boxes the layered service's future again.
+fn no_op() -> tower::util::MapResponseLayer<fn(axum::response::Response) -> axum::response::Response>
+{
+    tower::util::MapResponseLayer::new(std::convert::identity)
+}
+
 /// Requests per second for `total` requests over `CONNECTIONS` connections.
 async fn load(addr: SocketAddr, total: usize) -> f64 {
     let per_connection = total / CONNECTIONS;
@@ -113,10 +125,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(64_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let serve_only = std::env::var_os("LOAD_SERVE").is_some();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if serve_only {
+        runtime.worker_threads(1);
+    }
+    let runtime = runtime.enable_all().build().unwrap();
     runtime.block_on(async {
         let servers = [
             ("axum, bare", serve(routes()).await),
@@ -126,7 +140,14 @@ fn main() {
             ("axum + DeadlineLayer", serve(routes().layer(DeadlineLayer::api_gateway_rest())).await),
             ("axum + OffloadLayer", serve(routes().layer(OffloadLayer::new(MemoryStore::new()))).await),
             ("axum + tower-http TimeoutLayer (peer)", serve(routes().layer(peer_timeout())).await),
+            ("axum + no-op layer (tower's identity MapResponse)", serve(routes().layer(no_op())).await),
         ];
+        if serve_only {
+            for (name, addr) in &servers {
+                println!("{addr}\t{name}");
+            }
+            return std::future::pending().await;
+        }
         // `LOAD_ONLY=<start of a server's name>`: that server alone, for a profiler.
         let only = std::env::var("LOAD_ONLY").ok();
         let servers: Vec<_> = servers
