@@ -62,6 +62,26 @@ fn full_stack() -> Router {
     routes().layer(stack).merge(offload.status_router())
 }
 
+/// The three layers around the whole router (status endpoint included), given to
+/// `axum::serve` directly: no `Router::layer`, so axum boxes neither the route's future nor
+/// its service again; the response body is boxed once into axum's `Body`, which
+/// `axum::serve` wants.
+async fn serve_wrapped() -> SocketAddr {
+    let offload = OffloadLayer::new(MemoryStore::new());
+    let router = routes().merge(offload.status_router());
+    let service = tower::ServiceBuilder::new()
+        .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+        .layer(EscalateLayer::new().infallible())
+        .layer(DeadlineLayer::api_gateway_rest())
+        .layer(offload)
+        .service(router);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(service);
+    tokio::spawn(async move { axum::serve(listener, make).await.unwrap() });
+    addr
+}
+
 async fn serve(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -135,6 +155,7 @@ fn main() {
         let servers = [
             ("axum, bare", serve(routes()).await),
             ("axum + Escalate, Deadline, Offload as one ServiceBuilder layer", serve(full_stack()).await),
+            ("axum + Escalate, Deadline, Offload around the whole Router", serve_wrapped().await),
             ("axum + Escalate, Deadline, Offload as three Router::layer calls", serve(full_stack_layered()).await),
             ("axum + EscalateLayer", serve(routes().layer(EscalateLayer::new().infallible())).await),
             ("axum + DeadlineLayer", serve(routes().layer(DeadlineLayer::api_gateway_rest())).await),
