@@ -51,7 +51,9 @@ impl LambdaLayer {
     /// Whether an API Gateway stage stays at the start of the path the service sees
     /// (default: no). `lambda_http` puts it there (`/prod/hello`) unless
     /// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set; taken off, the same routes serve every
-    /// stage, locally and deployed, whether or not the variable is set. Either way the
+    /// stage, locally and deployed, whether or not the variable is set. A REST API custom
+    /// domain's base path (`/v1/hello`) comes off with it, and stays when it is kept: the
+    /// path is then the one `lambda_http` made. Either way the
     /// path the client called (stage included) reaches the offload layer as a
     /// [`PublicPrefix`], so a `202`'s `Location` is one the client can call.
     pub fn keep_stage(mut self, keep: bool) -> Self {
@@ -114,6 +116,51 @@ fn stage_and_client_path<B>(request: &Request<B>) -> Option<(&str, &str)> {
     Some((stage, client_path)).filter(|(stage, _)| !stage.is_empty() && *stage != "$default")
 }
 
+/// How many path segments the API's own path has, for a REST event: its resource
+/// (`/jobs/{id}`, `/{proxy+}`) with the path parameters filled in. That path is what the
+/// routes are written for; in front of it the event's path may have the stage, a custom
+/// domain's base path (`/v1`), or both, depending on the URL the client called.
+fn api_segments<B>(request: &Request<B>) -> Option<usize> {
+    let RequestContext::ApiGatewayV1(context) = request.request_context_ref()? else {
+        return None;
+    };
+    // An HTTP API's payload 1.0 names its route here, `$default` included: no resource.
+    let resource = context.resource_path.as_deref()?.strip_prefix('/')?;
+    let mut count = 0;
+    for segment in resource.split('/').filter(|segment| !segment.is_empty()) {
+        let Some(name) = segment
+            .strip_prefix('{')
+            .and_then(|rest| rest.strip_suffix('}'))
+        else {
+            count += 1;
+            continue;
+        };
+        match name.strip_suffix('+') {
+            // A greedy parameter (`{proxy+}`) spans the segments of its value.
+            Some(greedy) => {
+                let value = request.path_parameters_ref()?.first(greedy)?;
+                count += value.split('/').filter(|part| !part.is_empty()).count();
+            }
+            None => count += 1,
+        }
+    }
+    Some(count)
+}
+
+/// The last `count` segments of `path`, from the `/` before them (a trailing `/` stays);
+/// `/` for none. `None` when `path` has fewer.
+fn last_segments(path: &str, count: usize) -> Option<&str> {
+    if count == 0 {
+        return Some("/");
+    }
+    let segments = path.trim_end_matches('/');
+    let mut start = segments.len();
+    for _ in 0..count {
+        start = segments[..start].rfind('/')?;
+    }
+    Some(&path[start..])
+}
+
 /// `path` without a leading `/<stage>` segment.
 fn without_stage<'a>(path: &'a str, stage: &str) -> Option<&'a str> {
     let rest = path.strip_prefix('/')?.strip_prefix(stage)?;
@@ -147,19 +194,27 @@ impl<S> LambdaService<S> {
         (foreground, function)
     }
 
-    /// Takes the stage off the path (unless kept) and records the part of the client's
-    /// path in front of what the service sees.
+    /// Takes the stage and a custom domain's base path off the path (unless kept) and
+    /// records the part of the client's path in front of what the service sees.
     fn route<B>(&self, request: &mut Request<B>) {
         let Some((stage, client_path)) = stage_and_client_path(request) else {
             return;
         };
         let path = request.uri().path();
-        let routed = match without_stage(path, stage) {
-            Some(rest) if !self.layer.keep_stage => rest,
-            _ => path,
+        let routed = if self.layer.keep_stage {
+            path
+        } else {
+            // The API's own path when the event says what it is: the stage and a custom
+            // domain's base path come off alike. Else the stage alone.
+            api_segments(request)
+                .and_then(|count| last_segments(path, count))
+                .or_else(|| without_stage(path, stage))
+                .unwrap_or(path)
         };
+        // The root (`/`) is the whole of `/v1` as well as the end of `/v1/`.
         let prefix = client_path
             .strip_suffix(routed)
+            .or_else(|| (routed == "/").then(|| client_path.trim_end_matches('/')))
             .filter(|prefix| !prefix.is_empty())
             .map(str::to_owned);
         if routed.len() != path.len() {
@@ -315,5 +370,108 @@ struct Finished {
 impl Drop for Finished {
     fn drop(&mut self) {
         self.invocations.finish(&self.request_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The path the routes see and the prefix a `Location` gets, for a REST event.
+    fn routed(event: serde_json::Value) -> (String, Option<String>) {
+        let mut request = lambda_http::request::from_str(&event.to_string()).unwrap();
+        LambdaLayer::new().layer(()).route(&mut request);
+        let prefix = request
+            .extensions()
+            .get::<PublicPrefix>()
+            .map(|p| p.0.clone());
+        (request.uri().path().to_owned(), prefix)
+    }
+
+    fn rest(
+        path: &str,
+        context_path: &str,
+        resource: &str,
+        parameters: serde_json::Value,
+    ) -> serde_json::Value {
+        json!({
+            "resource": resource,
+            "path": path,
+            "httpMethod": "GET",
+            "headers": { "Host": "api.example.com" },
+            "multiValueHeaders": { "Host": ["api.example.com"] },
+            "pathParameters": parameters,
+            "requestContext": {
+                "stage": "prod",
+                "resourcePath": resource,
+                "httpMethod": "GET",
+                "path": context_path,
+                "requestTimeEpoch": 0
+            },
+            "body": null,
+            "isBase64Encoded": false
+        })
+    }
+
+    #[test]
+    fn a_custom_domains_base_path_comes_off_like_the_stage() {
+        let parameters = json!({ "id": "7", "path": "a/b" });
+        let resource = "/users/{id}/files/{path+}";
+        assert_eq!(
+            routed(rest(
+                "/v1/users/7/files/a/b/",
+                "/v1/users/7/files/a/b/",
+                resource,
+                parameters.clone()
+            )),
+            ("/users/7/files/a/b/".to_owned(), Some("/v1".to_owned()))
+        );
+        assert_eq!(
+            routed(rest(
+                "/users/7/files/a/b",
+                "/prod/users/7/files/a/b",
+                resource,
+                parameters
+            )),
+            ("/users/7/files/a/b".to_owned(), Some("/prod".to_owned()))
+        );
+        assert_eq!(
+            routed(rest("/v1", "/v1", "/", json!(null))),
+            ("/".to_owned(), Some("/v1".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_resource_that_starts_like_the_stage_keeps_its_first_segment() {
+        // lambda_http leaves a path that starts with `/<stage>/` as it is.
+        assert_eq!(
+            routed(rest(
+                "/prod/items",
+                "/prod/prod/items",
+                "/prod/items",
+                json!(null)
+            )),
+            ("/prod/items".to_owned(), Some("/prod".to_owned()))
+        );
+    }
+
+    #[test]
+    fn without_a_resource_only_the_stage_comes_off() {
+        let mut event = rest("/v1/hello", "/prod/v1/hello", "$default", json!(null));
+        event["requestContext"]["resourcePath"] = "$default".into();
+        assert_eq!(
+            routed(event),
+            ("/v1/hello".to_owned(), Some("/prod".to_owned()))
+        );
+    }
+
+    #[test]
+    fn last_segments_counts_from_the_end() {
+        assert_eq!(last_segments("/v1/jobs/300", 2), Some("/jobs/300"));
+        assert_eq!(last_segments("/v1/jobs/", 1), Some("/jobs/"));
+        assert_eq!(last_segments("/v1", 0), Some("/"));
+        assert_eq!(last_segments("/jobs", 2), None);
     }
 }

@@ -337,6 +337,18 @@ pub fn rest_api_request(method: &str, path: &str, request_time_epoch_ms: u64) ->
     })
 }
 
+/// The same REST API event as a custom domain sends it through the base path mapping
+/// `/<base>` to stage `prod`: `path` and `requestContext.path` start with the base path and
+/// leave out the stage; `resourcePath` and `pathParameters` are the API's own.
+pub fn rest_custom_domain_request(method: &str, base: &str, path: &str) -> Value {
+    let mut event = rest_api_request(method, path, now_ms());
+    let called = format!("/{base}{path}");
+    event["path"] = called.clone().into();
+    event["requestContext"]["path"] = called.into();
+    event["requestContext"]["domainName"] = "api.example.com".into();
+    event
+}
+
 /// A Lambda function URL event (payload 2.0, domain `*.lambda-url.*`) for `method path`.
 pub fn function_url_event(method: &str, path: &str, time_epoch_ms: u64) -> Value {
     let mut event = http_api_event(method, path, time_epoch_ms);
