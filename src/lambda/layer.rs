@@ -51,11 +51,11 @@ impl LambdaLayer {
     /// Whether an API Gateway stage stays at the start of the path the service sees
     /// (default: no). `lambda_http` puts it there (`/prod/hello`) unless
     /// `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set; taken off, the same routes serve every
-    /// stage, locally and deployed, whether or not the variable is set. A REST API custom
-    /// domain's base path (`/v1/hello`) comes off with it, and stays when it is kept: the
-    /// path is then the one `lambda_http` made. Either way the
-    /// path the client called (stage included) reaches the offload layer as a
-    /// [`PublicPrefix`], so a `202`'s `Location` is one the client can call.
+    /// stage, locally and deployed, whether or not the variable is set. A custom domain's
+    /// base path (`/v1/hello`) comes off with it, and stays when the stage is kept: the path
+    /// is then the one `lambda_http` made. Either way the part of the path the client
+    /// called in front of the routed one reaches the offload layer as a [`PublicPrefix`],
+    /// so a `202`'s `Location` is one the client can call.
     pub fn keep_stage(mut self, keep: bool) -> Self {
         self.keep_stage = keep;
         self
@@ -100,34 +100,39 @@ fn arrival(context: &RequestContext) -> Option<(FrontDoor, i64)> {
     }
 }
 
-/// The stage and the path the client called, for the events of API Gateway's stages.
-fn stage_and_client_path<B>(request: &Request<B>) -> Option<(&str, &str)> {
-    let (stage, client_path) = match request.request_context_ref()? {
-        // `requestContext.path` is what the client called: `/prod/hello`.
+/// The path the client called and the stage, if a named one, for API Gateway's events.
+fn client_path_and_stage<B>(request: &Request<B>) -> Option<(&str, Option<&str>)> {
+    let (client_path, stage) = match request.request_context_ref()? {
+        // `requestContext.path` is what the client called: `/prod/hello`, `/v1/hello`.
         RequestContext::ApiGatewayV1(context) => {
-            (context.stage.as_deref()?, context.path.as_deref()?)
+            (context.path.as_deref()?, context.stage.as_deref())
         }
         // `rawPath` holds the stage for a named stage: `/prod/hello`.
         RequestContext::ApiGatewayV2(context) => {
-            (context.stage.as_deref()?, request.raw_http_path())
+            (request.raw_http_path(), context.stage.as_deref())
         }
         _ => return None,
     };
-    Some((stage, client_path)).filter(|(stage, _)| !stage.is_empty() && *stage != "$default")
+    let stage = stage.filter(|stage| !stage.is_empty() && *stage != "$default");
+    Some((client_path, stage))
 }
 
-/// How many path segments the API's own path has, for a REST event: its resource
-/// (`/jobs/{id}`, `/{proxy+}`) with the path parameters filled in. That path is what the
-/// routes are written for; in front of it the event's path may have the stage, a custom
-/// domain's base path (`/v1`), or both, depending on the URL the client called.
+/// How many path segments the API's own path has: the REST resource (`/jobs/{id}`,
+/// `/{proxy+}`) or the HTTP API route's path, with the path parameters filled in. That
+/// path is what the routes are written for; in front of it the event's path may have the
+/// stage, a custom domain's base path (`/v1`), or both, depending on the URL the client
+/// called.
 fn api_segments<B>(request: &Request<B>) -> Option<usize> {
-    let RequestContext::ApiGatewayV1(context) = request.request_context_ref()? else {
-        return None;
+    let template = match request.request_context_ref()? {
+        RequestContext::ApiGatewayV1(context) => context.resource_path.as_deref()?,
+        // `GET /jobs/{id}`; `$default` names no path.
+        RequestContext::ApiGatewayV2(context) => context.route_key.as_deref()?.split_once(' ')?.1,
+        _ => return None,
     };
-    // An HTTP API's payload 1.0 names its route here, `$default` included: no resource.
-    let resource = context.resource_path.as_deref()?.strip_prefix('/')?;
+    // An HTTP API's payload 1.0 names its route here, `$default` included.
+    let template = template.strip_prefix('/')?;
     let mut count = 0;
-    for segment in resource.split('/').filter(|segment| !segment.is_empty()) {
+    for segment in template.split('/').filter(|segment| !segment.is_empty()) {
         let Some(name) = segment
             .strip_prefix('{')
             .and_then(|rest| rest.strip_suffix('}'))
@@ -197,7 +202,7 @@ impl<S> LambdaService<S> {
     /// Takes the stage and a custom domain's base path off the path (unless kept) and
     /// records the part of the client's path in front of what the service sees.
     fn route<B>(&self, request: &mut Request<B>) {
-        let Some((stage, client_path)) = stage_and_client_path(request) else {
+        let Some((client_path, stage)) = client_path_and_stage(request) else {
             return;
         };
         let path = request.uri().path();
@@ -208,7 +213,7 @@ impl<S> LambdaService<S> {
             // domain's base path come off alike. Else the stage alone.
             api_segments(request)
                 .and_then(|count| last_segments(path, count))
-                .or_else(|| without_stage(path, stage))
+                .or_else(|| stage.and_then(|stage| without_stage(path, stage)))
                 .unwrap_or(path)
         };
         // The root (`/`) is the whole of `/v1` as well as the end of `/v1/`.
@@ -464,6 +469,56 @@ mod tests {
         assert_eq!(
             routed(event),
             ("/v1/hello".to_owned(), Some("/prod".to_owned()))
+        );
+    }
+
+    fn http_api(raw_path: &str, stage: &str, route_key: &str, proxy: &str) -> serde_json::Value {
+        json!({
+            "version": "2.0",
+            "routeKey": route_key,
+            "rawPath": raw_path,
+            "rawQueryString": "",
+            "headers": { "host": "api.example.com" },
+            "pathParameters": { "proxy": proxy },
+            "requestContext": {
+                "routeKey": route_key,
+                "stage": stage,
+                "domainName": "api.example.com",
+                "http": { "method": "GET", "path": raw_path, "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1", "userAgent": "test" },
+                "timeEpoch": 0
+            },
+            "isBase64Encoded": false
+        })
+    }
+
+    #[test]
+    fn an_http_apis_mapping_key_comes_off_by_its_route() {
+        assert_eq!(
+            routed(http_api(
+                "/orders/pets/6",
+                "$default",
+                "ANY /{proxy+}",
+                "pets/6"
+            )),
+            ("/pets/6".to_owned(), Some("/orders".to_owned()))
+        );
+        assert_eq!(
+            routed(http_api(
+                "/orders/pets/6",
+                "prod",
+                "ANY /{proxy+}",
+                "pets/6"
+            )),
+            ("/pets/6".to_owned(), Some("/orders".to_owned()))
+        );
+        // `$default` names no path: only a named stage comes off.
+        assert_eq!(
+            routed(http_api("/prod/pets/6", "prod", "$default", "")),
+            ("/pets/6".to_owned(), Some("/prod".to_owned()))
+        );
+        assert_eq!(
+            routed(http_api("/pets/6", "$default", "$default", "")),
+            ("/pets/6".to_owned(), None)
         );
     }
 

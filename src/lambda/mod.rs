@@ -24,8 +24,9 @@
 //!   function's deadline minus the margin. Work still running then is stored as failed
 //!   (`lambda deadline`) and the extension releases the invocation before Lambda cuts it;
 //! - the path without an API Gateway stage (`/prod/hello` becomes `/hello`, whether or not
-//!   `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set) or a REST API custom domain's base path
-//!   (`/v1/hello` through a mapping of `/v1` to the stage), and the part of the client's
+//!   `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set) or a custom domain's base path
+//!   (`/v1/hello` through a mapping of `/v1` to the stage; known from a REST resource or an
+//!   HTTP API route key other than `$default`), and the part of the client's
 //!   path in front of it as a [`PublicPrefix`](crate::offload::PublicPrefix), so that a
 //!   `202`'s `Location` is `/prod/tasks/<id>` (or `/v1/tasks/<id>`), the path the client
 //!   must call.
