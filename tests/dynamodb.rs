@@ -64,6 +64,12 @@ fn body_of(len: usize) -> StoredResponse {
     }
 }
 
+/// What an unavailable store says of the cause (the log's text, never a client's).
+fn unavailable(error: StoreError) -> String {
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    std::error::Error::source(&error).unwrap().to_string()
+}
+
 /// The raw item under `pk`, as DynamoDB holds it.
 async fn raw(
     dynamodb: &DynamoDbLocal,
@@ -144,9 +150,7 @@ async fn results_that_do_not_fit_an_item_fail_their_task_and_nothing_partial_is_
 async fn a_missing_table_is_a_store_error_that_names_it() {
     let dynamodb = DynamoDbLocal::start().await;
     let store = DynamoDbStore::new(dynamodb.client(), "no-such-table");
-    let error = store.create(task(None)).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)));
-    let message = std::error::Error::source(&error).unwrap().to_string();
+    let message = unavailable(store.create(task(None)).await.unwrap_err());
     assert!(
         message.contains("\"no-such-table\" does not exist"),
         "{message}"
@@ -200,5 +204,55 @@ async fn items_carry_their_time_to_live_and_a_key_lives_as_long_as_its_task() {
     assert_eq!(
         number(&raw(&dynamodb, key_pk).await.unwrap(), "expires_at"),
         renewed
+    );
+}
+
+/// DynamoDB Local never throttles: a loopback server answers every request as DynamoDB does
+/// when a table's throughput is exceeded, and counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_request_is_retried_and_then_a_store_error_that_says_so() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    let throttling = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/x-amz-json-1.0")],
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}"#,
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, throttling).await.unwrap() });
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tests"))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1)),
+        )
+        .build();
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "tasks");
+
+    let message = unavailable(store.create(task(None)).await.unwrap_err());
+    assert!(
+        message.contains("DynamoDB throttled requests to \"tasks\""),
+        "{message}"
+    );
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "the client's retries were made"
     );
 }
