@@ -117,12 +117,11 @@ fn client_path_and_stage<B>(request: &Request<B>) -> Option<(&str, Option<&str>)
     Some((client_path, stage))
 }
 
-/// How many path segments the API's own path has: the REST resource (`/jobs/{id}`,
-/// `/{proxy+}`) or the HTTP API route's path, with the path parameters filled in. That
-/// path is what the routes are written for; in front of it the event's path may have the
-/// stage, a custom domain's base path (`/v1`), or both, depending on the URL the client
-/// called.
-fn api_segments<B>(request: &Request<B>) -> Option<usize> {
+/// The API's own path: the REST resource (`/jobs/{id}`, `/{proxy+}`) or the HTTP API
+/// route's path, with the path parameters filled in. That path is what the routes are
+/// written for; in front of it the event's path may have the stage, a custom domain's base
+/// path (`/v1`), or both, depending on the URL the client called.
+fn api_path<B>(request: &Request<B>) -> Option<String> {
     let template = match request.request_context_ref()? {
         RequestContext::ApiGatewayV1(context) => context.resource_path.as_deref()?,
         // `GET /jobs/{id}`; `$default` names no path.
@@ -131,38 +130,32 @@ fn api_segments<B>(request: &Request<B>) -> Option<usize> {
     };
     // An HTTP API's payload 1.0 names its route here, `$default` included.
     let template = template.strip_prefix('/')?;
-    let mut count = 0;
+    let mut path = String::with_capacity(template.len() + 16);
     for segment in template.split('/').filter(|segment| !segment.is_empty()) {
-        let Some(name) = segment
+        path.push('/');
+        match segment
             .strip_prefix('{')
             .and_then(|rest| rest.strip_suffix('}'))
-        else {
-            count += 1;
-            continue;
-        };
-        match name.strip_suffix('+') {
-            // A greedy parameter (`{proxy+}`) spans the segments of its value.
-            Some(greedy) => {
-                let value = request.path_parameters_ref()?.first(greedy)?;
-                count += value.split('/').filter(|part| !part.is_empty()).count();
+        {
+            Some(name) => {
+                let name = name.strip_suffix('+').unwrap_or(name);
+                path.push_str(request.path_parameters_ref()?.first(name)?);
             }
-            None => count += 1,
+            None => path.push_str(segment),
         }
     }
-    Some(count)
+    Some(path)
 }
 
-/// The last `count` segments of `path`, from the `/` before them (a trailing `/` stays);
-/// `/` for none. `None` when `path` has fewer.
-fn last_segments(path: &str, count: usize) -> Option<&str> {
-    if count == 0 {
+/// The end of `path` that is the API's own path `own` (a trailing `/` on either side is
+/// not a difference), or `None` when `path` does not end with it: a parameter's value that
+/// the path has percent-encoded, for one.
+fn ending<'a>(path: &'a str, own: &str) -> Option<&'a str> {
+    let own = own.trim_end_matches('/');
+    if own.is_empty() {
         return Some("/");
     }
-    let segments = path.trim_end_matches('/');
-    let mut start = segments.len();
-    for _ in 0..count {
-        start = segments[..start].rfind('/')?;
-    }
+    let start = path.trim_end_matches('/').strip_suffix(own)?.len();
     Some(&path[start..])
 }
 
@@ -211,8 +204,8 @@ impl<S> LambdaService<S> {
         } else {
             // The API's own path when the event says what it is: the stage and a custom
             // domain's base path come off alike. Else the stage alone.
-            api_segments(request)
-                .and_then(|count| last_segments(path, count))
+            api_path(request)
+                .and_then(|own| ending(path, &own))
                 .or_else(|| stage.and_then(|stage| without_stage(path, stage)))
                 .unwrap_or(path)
         };
@@ -449,6 +442,30 @@ mod tests {
     }
 
     #[test]
+    fn a_parameter_with_a_slash_in_its_value_is_not_taken_for_a_base_path() {
+        let parameters = json!({ "name": "a/b" });
+        assert_eq!(
+            routed(rest(
+                "/v1/files/a/b",
+                "/v1/files/a/b",
+                "/files/{name}",
+                parameters.clone()
+            )),
+            ("/files/a/b".to_owned(), Some("/v1".to_owned()))
+        );
+        // Kept encoded, the path has fewer segments than the value: only the stage comes off.
+        assert_eq!(
+            routed(rest(
+                "/files/a%2Fb",
+                "/prod/files/a%2Fb",
+                "/files/{name}",
+                parameters
+            )),
+            ("/files/a%2Fb".to_owned(), Some("/prod".to_owned()))
+        );
+    }
+
+    #[test]
     fn a_resource_that_starts_like_the_stage_keeps_its_first_segment() {
         // lambda_http leaves a path that starts with `/<stage>/` as it is.
         assert_eq!(
@@ -523,10 +540,12 @@ mod tests {
     }
 
     #[test]
-    fn last_segments_counts_from_the_end() {
-        assert_eq!(last_segments("/v1/jobs/300", 2), Some("/jobs/300"));
-        assert_eq!(last_segments("/v1/jobs/", 1), Some("/jobs/"));
-        assert_eq!(last_segments("/v1", 0), Some("/"));
-        assert_eq!(last_segments("/jobs", 2), None);
+    fn the_ending_is_the_apis_own_path() {
+        assert_eq!(ending("/v1/jobs/300", "/jobs/300"), Some("/jobs/300"));
+        assert_eq!(ending("/v1/jobs/", "/jobs"), Some("/jobs/"));
+        assert_eq!(ending("/v1/jobs", "/jobs/"), Some("/jobs"));
+        assert_eq!(ending("/v1", "/"), Some("/"));
+        assert_eq!(ending("/v1/xjobs", "/jobs"), None);
+        assert_eq!(ending("/jobs/a%20b", "/jobs/a b"), None);
     }
 }
