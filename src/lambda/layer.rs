@@ -117,11 +117,14 @@ fn client_path_and_stage<B>(request: &Request<B>) -> Option<(&str, Option<&str>)
     Some((client_path, stage))
 }
 
-/// The API's own path: the REST resource (`/jobs/{id}`, `/{proxy+}`) or the HTTP API
-/// route's path, with the path parameters filled in. That path is what the routes are
-/// written for; in front of it the event's path may have the stage, a custom domain's base
-/// path (`/v1`), or both, depending on the URL the client called.
-fn api_path<B>(request: &Request<B>) -> Option<String> {
+/// The end of `path` that is the API's own path: the REST resource (`/jobs/{id}`,
+/// `/{proxy+}`) or the HTTP API route's path, with the path parameters filled in. That path
+/// is what the routes are written for; in front of it the event's path may have the stage,
+/// a custom domain's base path (`/v1`), or both, depending on the URL the client called.
+/// `None` when the event names no such path (`$default`), or when `path` does not end with
+/// it (a parameter's value that the path has percent-encoded, for one). A trailing `/` on
+/// either side is not a difference.
+fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
     let template = match request.request_context_ref()? {
         RequestContext::ApiGatewayV1(context) => context.resource_path.as_deref()?,
         // `GET /jobs/{id}`; `$default` names no path.
@@ -129,34 +132,29 @@ fn api_path<B>(request: &Request<B>) -> Option<String> {
         _ => return None,
     };
     // An HTTP API's payload 1.0 names its route here, `$default` included.
-    let template = template.strip_prefix('/')?;
-    let mut path = String::with_capacity(template.len() + 16);
-    for segment in template.split('/').filter(|segment| !segment.is_empty()) {
-        path.push('/');
-        match segment
+    let template = template.strip_prefix('/')?.trim_end_matches('/');
+    if template.is_empty() {
+        return Some("/");
+    }
+    // Matched from the end, a segment at a time, so that nothing is built per request.
+    let mut rest = path.trim_end_matches('/');
+    for segment in template.rsplit('/') {
+        let expected = match segment
             .strip_prefix('{')
             .and_then(|rest| rest.strip_suffix('}'))
         {
             Some(name) => {
                 let name = name.strip_suffix('+').unwrap_or(name);
-                path.push_str(request.path_parameters_ref()?.first(name)?);
+                request
+                    .path_parameters_ref()?
+                    .first(name)?
+                    .trim_end_matches('/')
             }
-            None => path.push_str(segment),
-        }
+            None => segment,
+        };
+        rest = rest.strip_suffix(expected)?.strip_suffix('/')?;
     }
-    Some(path)
-}
-
-/// The end of `path` that is the API's own path `own` (a trailing `/` on either side is
-/// not a difference), or `None` when `path` does not end with it: a parameter's value that
-/// the path has percent-encoded, for one.
-fn ending<'a>(path: &'a str, own: &str) -> Option<&'a str> {
-    let own = own.trim_end_matches('/');
-    if own.is_empty() {
-        return Some("/");
-    }
-    let start = path.trim_end_matches('/').strip_suffix(own)?.len();
-    Some(&path[start..])
+    Some(&path[rest.len()..])
 }
 
 /// `path` without a leading `/<stage>` segment.
@@ -204,8 +202,7 @@ impl<S> LambdaService<S> {
         } else {
             // The API's own path when the event says what it is: the stage and a custom
             // domain's base path come off alike. Else the stage alone.
-            api_path(request)
-                .and_then(|own| ending(path, &own))
+            api_path(request, path)
                 .or_else(|| stage.and_then(|stage| without_stage(path, stage)))
                 .unwrap_or(path)
         };
@@ -377,7 +374,7 @@ mod tests {
 
     use super::*;
 
-    /// The path the routes see and the prefix a `Location` gets, for a REST event.
+    /// The path the routes see and the prefix a `Location` gets, for an API Gateway event.
     fn routed(event: serde_json::Value) -> (String, Option<String>) {
         let mut request = lambda_http::request::from_str(&event.to_string()).unwrap();
         LambdaLayer::new().layer(()).route(&mut request);
@@ -540,12 +537,19 @@ mod tests {
     }
 
     #[test]
-    fn the_ending_is_the_apis_own_path() {
-        assert_eq!(ending("/v1/jobs/300", "/jobs/300"), Some("/jobs/300"));
-        assert_eq!(ending("/v1/jobs/", "/jobs"), Some("/jobs/"));
-        assert_eq!(ending("/v1/jobs", "/jobs/"), Some("/jobs"));
-        assert_eq!(ending("/v1", "/"), Some("/"));
-        assert_eq!(ending("/v1/xjobs", "/jobs"), None);
-        assert_eq!(ending("/jobs/a%20b", "/jobs/a b"), None);
+    fn the_apis_own_path_is_matched_at_the_end() {
+        let jobs = |path: &str, proxy: &str| {
+            let event = rest(path, path, "/{proxy+}", json!({ "proxy": proxy }));
+            let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+            api_path(&request, path).map(str::to_owned)
+        };
+        assert_eq!(
+            jobs("/v1/jobs/300", "jobs/300").as_deref(),
+            Some("/jobs/300")
+        );
+        assert_eq!(jobs("/v1/jobs/", "jobs").as_deref(), Some("/jobs/"));
+        assert_eq!(jobs("/v1/jobs", "jobs/").as_deref(), Some("/jobs"));
+        assert_eq!(jobs("/v1/xjobs", "jobs"), None);
+        assert_eq!(jobs("/jobs/a%20b", "jobs/a b"), None);
     }
 }

@@ -217,14 +217,18 @@ impl Reservation {
         self.renewal = renewal;
     }
 
+    fn stop_renewal(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+    }
+
     /// Runs `work` in a task of its own, holding the place until it ends.
     pub(crate) fn spawn<W>(mut self, work: W)
     where
         W: Future<Output = ()> + Send + 'static,
     {
-        if let Some(renewal) = self.renewal.take() {
-            renewal.abort();
-        }
+        self.stop_renewal();
         let (tasks, id) = (self.tasks.clone(), self.id);
         // No lock is held here: a runtime that is shutting down drops the task, and this
         // reservation with it, inside `spawn`.
@@ -243,9 +247,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(renewal) = &self.renewal {
-            renewal.abort();
-        }
+        self.stop_renewal();
         self.tasks.running().remove(&self.id);
         self.tasks.inner.ended.notify_waiters();
     }
