@@ -20,10 +20,7 @@ async fn rest_stages_route_and_locate_with_the_variable_set() {
     std::env::set_var("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "1");
     run_function(|| async {
         let offload = OffloadLayer::new(MemoryStore::new()).after(Duration::from_millis(100));
-        let app = app::routes()
-            .layer(offload.clone())
-            .merge(offload.status_router())
-            .layer(DeadlineLayer::inherit());
+        let app = app::layered(DeadlineLayer::inherit(), &offload);
         tower_serverless::lambda::run(EscalateLayer::new().layer(app), &offload).await
     });
     api.extension_next().await;

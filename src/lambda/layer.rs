@@ -23,6 +23,8 @@ use crate::offload::{BackgroundDeadline, Invocation, PublicPrefix};
 pub struct LambdaLayer {
     doors: FrontDoors,
     keep_stage: bool,
+    // Without its slashes: `orders`, `api/v2`.
+    base_path: Option<Arc<str>>,
 }
 
 impl LambdaLayer {
@@ -32,6 +34,7 @@ impl LambdaLayer {
         Self {
             doors: FrontDoors::new(),
             keep_stage: false,
+            base_path: None,
         }
     }
 
@@ -58,6 +61,20 @@ impl LambdaLayer {
     /// so a `202`'s `Location` is one the client can call.
     pub fn keep_stage(mut self, keep: bool) -> Self {
         self.keep_stage = keep;
+        self
+    }
+
+    /// A base path that comes off the start of the path the service sees, like the Lambda
+    /// Web Adapter's `AWS_LWA_REMOVE_BASE_PATH`, and joins the [`PublicPrefix`], so a
+    /// `202`'s `Location` keeps it. For what the event cannot tell from the API's own path:
+    /// an HTTP API's `$default` route behind a custom domain's mapping key (`/orders`), a
+    /// REST resource `/orders/{proxy+}` whose routes are written without `/orders`, or an
+    /// ALB rule's path. It is taken off after the stage, whole segments only (`/orders`
+    /// leaves `/ordersx` alone), and only from paths that start with it. Slashes around it
+    /// do not matter; `"/"` or `""` removes nothing (the default).
+    pub fn remove_base_path(mut self, base_path: &str) -> Self {
+        let base_path = base_path.trim_matches('/');
+        self.base_path = (!base_path.is_empty()).then(|| Arc::from(base_path));
         self
     }
 }
@@ -157,9 +174,9 @@ fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
     Some(&path[rest.len()..])
 }
 
-/// `path` without a leading `/<stage>` segment.
-fn without_stage<'a>(path: &'a str, stage: &str) -> Option<&'a str> {
-    let rest = path.strip_prefix('/')?.strip_prefix(stage)?;
+/// `path` without its leading segments `/<segments>` (a stage, a base path).
+fn without_leading<'a>(path: &'a str, segments: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix('/')?.strip_prefix(segments)?;
     match rest {
         "" => Some("/"),
         rest if rest.starts_with('/') => Some(rest),
@@ -190,22 +207,29 @@ impl<S> LambdaService<S> {
         (foreground, function)
     }
 
-    /// Takes the stage and a custom domain's base path off the path (unless kept) and
-    /// records the part of the client's path in front of what the service sees.
+    /// Takes the stage and a custom domain's base path off the path (unless kept), then a
+    /// named base path, and records the part of the client's path in front of what the
+    /// service sees.
     fn route<B>(&self, request: &mut Request<B>) {
-        let Some((client_path, stage)) = client_path_and_stage(request) else {
-            return;
-        };
         let path = request.uri().path();
-        let routed = if self.layer.keep_stage {
-            path
-        } else {
+        let base_path = self.layer.base_path.as_deref();
+        let (client_path, mut routed) = match client_path_and_stage(request) {
+            Some((client_path, _)) if self.layer.keep_stage => (client_path, path),
             // The API's own path when the event says what it is: the stage and a custom
             // domain's base path come off alike. Else the stage alone.
-            api_path(request, path)
-                .or_else(|| stage.and_then(|stage| without_stage(path, stage)))
-                .unwrap_or(path)
+            Some((client_path, stage)) => (
+                client_path,
+                api_path(request, path)
+                    .or_else(|| stage.and_then(|stage| without_leading(path, stage)))
+                    .unwrap_or(path),
+            ),
+            // Function URLs and ALB: the path is the one the client called.
+            None if base_path.is_some() => (path, path),
+            None => return,
         };
+        if let Some(base_path) = base_path {
+            routed = without_leading(routed, base_path).unwrap_or(routed);
+        }
         // The root (`/`) is the whole of `/v1` as well as the end of `/v1/`.
         let prefix = client_path
             .strip_suffix(routed)
@@ -534,6 +558,92 @@ mod tests {
             routed(http_api("/pets/6", "$default", "$default", "")),
             ("/pets/6".to_owned(), None)
         );
+    }
+
+    /// [`routed`] with a base path to remove.
+    fn routed_without(base: &str, event: serde_json::Value) -> (String, Option<String>) {
+        let mut request = lambda_http::request::from_str(&event.to_string()).unwrap();
+        let layer = LambdaLayer::new().remove_base_path(base);
+        layer.layer(()).route(&mut request);
+        let prefix = request
+            .extensions()
+            .get::<PublicPrefix>()
+            .map(|p| p.0.clone());
+        (request.uri().path().to_owned(), prefix)
+    }
+
+    fn alb(path: &str) -> serde_json::Value {
+        json!({
+            "requestContext": { "elb": { "targetGroupArn": "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/tg/abc" } },
+            "httpMethod": "GET",
+            "path": path,
+            "headers": { "host": "alb.example.com" },
+            "body": "",
+            "isBase64Encoded": false
+        })
+    }
+
+    #[test]
+    fn a_named_base_path_comes_off_where_the_event_cannot_tell_it() {
+        // An HTTP API's `$default` route through the mapping key `orders`.
+        let event = || http_api("/orders/pets/6", "$default", "$default", "");
+        assert_eq!(routed(event()), ("/orders/pets/6".to_owned(), None));
+        assert_eq!(
+            routed_without("/orders", event()),
+            ("/pets/6".to_owned(), Some("/orders".to_owned()))
+        );
+        // Written with or without its slashes, the same base path.
+        assert_eq!(
+            routed_without("orders/", event()),
+            ("/pets/6".to_owned(), Some("/orders".to_owned()))
+        );
+        // After the stage, and behind a REST resource that names it.
+        assert_eq!(
+            routed_without(
+                "/orders",
+                rest(
+                    "/orders/7",
+                    "/prod/orders/7",
+                    "/orders/{id}",
+                    json!({ "id": "7" })
+                )
+            ),
+            ("/7".to_owned(), Some("/prod/orders".to_owned()))
+        );
+        // An ALB rule's path, the whole of it, and only at a segment's boundary.
+        assert_eq!(
+            routed_without("/orders", alb("/orders/7")),
+            ("/7".to_owned(), Some("/orders".to_owned()))
+        );
+        assert_eq!(
+            routed_without("/orders", alb("/orders")),
+            ("/".to_owned(), Some("/orders".to_owned()))
+        );
+        assert_eq!(
+            routed_without("/orders", alb("/ordersx/7")),
+            ("/ordersx/7".to_owned(), None)
+        );
+        assert_eq!(
+            routed_without("/", alb("/orders/7")),
+            ("/orders/7".to_owned(), None)
+        );
+    }
+
+    #[test]
+    fn the_query_stays_when_the_path_is_shortened() {
+        let mut request = lambda_http::request::from_str(
+            &http_api("/orders/pets/6", "$default", "$default", "").to_string(),
+        )
+        .unwrap();
+        *request.uri_mut() = "https://api.example.com/orders/pets/6?x=1&y=%20"
+            .parse()
+            .unwrap();
+        LambdaLayer::new()
+            .remove_base_path("/orders")
+            .layer(())
+            .route(&mut request);
+        assert_eq!(request.uri().path_and_query().unwrap(), "/pets/6?x=1&y=%20");
+        assert_eq!(request.uri().host(), Some("api.example.com"));
     }
 
     #[test]

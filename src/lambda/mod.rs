@@ -26,7 +26,8 @@
 //! - the path without an API Gateway stage (`/prod/hello` becomes `/hello`, whether or not
 //!   `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set) or a custom domain's base path
 //!   (`/v1/hello` through a mapping of `/v1` to the stage; known from a REST resource or an
-//!   HTTP API route key other than `$default`), and the part of the client's
+//!   HTTP API route key other than `$default`; else named with
+//!   [`Runner::remove_base_path`]), and the part of the client's
 //!   path in front of it as a [`PublicPrefix`](crate::offload::PublicPrefix), so that a
 //!   `202`'s `Location` is `/prod/tasks/<id>` (or `/v1/tasks/<id>`), the path the client
 //!   must call.

@@ -80,6 +80,14 @@ impl Runner {
         self
     }
 
+    /// A base path that comes off the start of the path, for what the event cannot tell
+    /// from the API's own path (an HTTP API's `$default` route behind a custom domain's
+    /// mapping key); see [`LambdaLayer::remove_base_path`].
+    pub fn remove_base_path(mut self, base_path: &str) -> Self {
+        self.layer = self.layer.remove_base_path(base_path);
+        self
+    }
+
     /// Waits for the work `offload` detaches, and warns at init when its store is local to
     /// the process: on Lambda, polls land on other environments, which do not have it.
     pub fn offload(mut self, offload: &OffloadLayer) -> Self {

@@ -4,7 +4,9 @@
 //! `OFFLOAD_AFTER_MS` answers `202` and finishes while the invocation is held open by the
 //! internal extension. Each request's deadline comes from its front door (REST API 29 s, or
 //! `REST_TIMEOUT_MS`; HTTP API 30 s; function URL and ALB none) and the function's deadline;
-//! `DEADLINE_MS` shortens it. REST and HTTP API stages are taken off the path.
+//! `DEADLINE_MS` shortens it. REST and HTTP API stages are taken off the path, and so is
+//! `REMOVE_BASE_PATH` (`/orders`, for an HTTP API's `$default` route behind a custom
+//! domain's mapping key).
 //!
 //! Tasks live in memory unless `TASKS_TABLE` (feature `dynamodb`) or `REDIS_URL` (feature
 //! `redis`) is set. On Lambda, set one: while an environment finishes a job, every poll
@@ -41,8 +43,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     // failed invocation with the escalation's `errorType`.
     let app = app::layered(settings.lambda_deadline_layer(), &offload);
     let service = EscalateLayer::new().layer(app);
+    let base_path = std::env::var("REMOVE_BASE_PATH").unwrap_or_default();
     tower_serverless::lambda::Runner::new()
         .front_doors(settings.front_doors()?)
+        .remove_base_path(&base_path)
         .offload(&offload)
         .run(service)
         .await
