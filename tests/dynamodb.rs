@@ -208,9 +208,12 @@ async fn items_carry_their_time_to_live_and_a_key_lives_as_long_as_its_task() {
 }
 
 /// DynamoDB Local never throttles: a loopback server answers every request as DynamoDB does
-/// when a table's throughput is exceeded, and counts them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_throttled_request_is_retried_and_then_a_store_error_that_says_so() {
+/// when a table's throughput is exceeded, and counts them. The store's client makes 3
+/// attempts.
+async fn throttled_store() -> (
+    DynamoDbStore,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -244,15 +247,87 @@ async fn a_throttled_request_is_retried_and_then_a_store_error_that_says_so() {
         )
         .build();
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "tasks");
+    (store, requests)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_request_is_retried_and_then_a_store_error_that_says_so() {
+    let (store, requests) = throttled_store().await;
     let message = unavailable(store.create(task(None)).await.unwrap_err());
     assert!(
         message.contains("DynamoDB throttled requests to \"tasks\""),
         "{message}"
     );
     assert_eq!(
-        requests.load(Ordering::SeqCst),
+        requests.load(std::sync::atomic::Ordering::SeqCst),
         3,
         "the client's retries were made"
     );
+}
+
+/// Through the offload layer, a throttled table is an unavailable store: slow work is
+/// answered in the foreground, a keyed request and a status read are `503` with
+/// `Retry-After`, and none of DynamoDB's text reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_table_is_answered_like_an_outage() {
+    use axum::routing::post;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    use tower_serverless::OffloadLayer;
+
+    let (store, _) = throttled_store().await;
+    let offload = OffloadLayer::new(store).after(Duration::from_millis(10));
+    let app = axum::Router::new()
+        .route(
+            "/work",
+            post(|| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                (StatusCode::CREATED, "worked")
+            }),
+        )
+        .layer(offload.clone())
+        .merge(offload.status_router());
+    let send = |request: http::Request<axum::body::Body>| {
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let (parts, body) = response.into_parts();
+            let text = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec());
+            (parts, text.unwrap())
+        }
+    };
+    let post = |key: Option<&str>| {
+        let mut request = http::Request::post("/work");
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.body(axum::body::Body::empty()).unwrap()
+    };
+
+    let (foreground, text) = send(post(None)).await;
+    assert_eq!(
+        (foreground.status, text.as_str()),
+        (StatusCode::CREATED, "worked")
+    );
+
+    let unavailable = [
+        send(post(Some("order-1"))).await,
+        send(
+            http::Request::get(format!("/tasks/{}", TaskId::random().unwrap()))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await,
+    ];
+    for (parts, text) in unavailable {
+        assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        assert!(parts.headers.contains_key("retry-after"), "{parts:?}");
+        let text = text.to_lowercase();
+        assert!(
+            ["throttl", "dynamodb", "provisioned", "tasks\""]
+                .iter()
+                .all(|internal| !text.contains(internal)),
+            "internal text leaked: {text}"
+        );
+    }
 }
