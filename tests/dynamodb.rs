@@ -331,3 +331,81 @@ async fn a_throttled_table_is_answered_like_an_outage() {
         );
     }
 }
+
+/// DynamoDB gives the key's item back with a refused transaction; a DynamoDB-compatible
+/// service that does not is asked for it. A proxy in front of DynamoDB Local takes the items
+/// out of the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_without_the_keys_item_is_answered_by_reading_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let dynamodb = DynamoDbLocal::start().await;
+    dynamodb.store(common::dynamodb_local::TABLE).await;
+    let upstream = dynamodb.endpoint();
+    let stripped = Arc::new(AtomicUsize::new(0));
+    let counted = stripped.clone();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let proxy = axum::Router::new().fallback(move |request: http::Request<Body>| {
+        let (client, upstream, counted) = (client.clone(), upstream.clone(), counted.clone());
+        async move {
+            let (mut parts, body) = request.into_parts();
+            let refusable = parts.headers.get("x-amz-target")
+                == Some(&"DynamoDB_20120810.TransactWriteItems".parse().unwrap());
+            parts.uri = format!("{upstream}{}", parts.uri.path()).parse().unwrap();
+            let body = body.collect().await.unwrap().to_bytes();
+            let request = http::Request::from_parts(parts, Full::new(body));
+            let (mut parts, body) = client.request(request).await.unwrap().into_parts();
+            let mut body = body.collect().await.unwrap().to_bytes();
+            if refusable && parts.status == StatusCode::BAD_REQUEST {
+                let mut error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                for reason in error["CancellationReasons"]
+                    .as_array_mut()
+                    .into_iter()
+                    .flatten()
+                {
+                    if reason.as_object_mut().unwrap().remove("Item").is_some() {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                body = Bytes::from(error.to_string());
+                parts.headers.remove("content-length");
+                parts.headers.remove("x-amz-crc32");
+            }
+            http::Response::from_parts(parts, Body::from(body))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, proxy).await.unwrap() });
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        dynamodb
+            .client()
+            .config()
+            .to_builder()
+            .endpoint_url(endpoint)
+            .build(),
+    );
+    let store = DynamoDbStore::new(client, common::dynamodb_local::TABLE);
+
+    let first = common::conformance::keyed(None, "order-1");
+    assert!(matches!(
+        store.create(first.clone()).await.unwrap(),
+        Created::New
+    ));
+    let again = common::conformance::keyed(None, "order-1");
+    match store.create(again).await.unwrap() {
+        Created::Existing(id) => assert_eq!(id, first.id),
+        Created::New => panic!("the key's task was created twice"),
+    }
+    assert_eq!(
+        stripped.load(Ordering::SeqCst),
+        1,
+        "the refusal reached the store without the key's item"
+    );
+}

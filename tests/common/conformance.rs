@@ -24,7 +24,7 @@ pub fn task() -> NewTask {
 }
 
 /// A task with an idempotency key, its id made for the key's scope as the layer makes it.
-fn keyed(owner: Option<&str>, key: &str) -> NewTask {
+pub fn keyed(owner: Option<&str>, key: &str) -> NewTask {
     NewTask {
         id: TaskId::random_for(owner, key).unwrap(),
         owner: owner.map(str::to_owned),
