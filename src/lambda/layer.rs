@@ -400,8 +400,17 @@ mod tests {
 
     /// The path the routes see and the prefix a `Location` gets, for an API Gateway event.
     fn routed(event: serde_json::Value) -> (String, Option<String>) {
+        routed_by(LambdaLayer::new(), event)
+    }
+
+    /// [`routed`] with a base path to remove.
+    fn routed_without(base: &str, event: serde_json::Value) -> (String, Option<String>) {
+        routed_by(LambdaLayer::new().remove_base_path(base), event)
+    }
+
+    fn routed_by(layer: LambdaLayer, event: serde_json::Value) -> (String, Option<String>) {
         let mut request = lambda_http::request::from_str(&event.to_string()).unwrap();
-        LambdaLayer::new().layer(()).route(&mut request);
+        layer.layer(()).route(&mut request);
         let prefix = request
             .extensions()
             .get::<PublicPrefix>()
@@ -558,18 +567,6 @@ mod tests {
             routed(http_api("/pets/6", "$default", "$default", "")),
             ("/pets/6".to_owned(), None)
         );
-    }
-
-    /// [`routed`] with a base path to remove.
-    fn routed_without(base: &str, event: serde_json::Value) -> (String, Option<String>) {
-        let mut request = lambda_http::request::from_str(&event.to_string()).unwrap();
-        let layer = LambdaLayer::new().remove_base_path(base);
-        layer.layer(()).route(&mut request);
-        let prefix = request
-            .extensions()
-            .get::<PublicPrefix>()
-            .map(|p| p.0.clone());
-        (request.uri().path().to_owned(), prefix)
     }
 
     fn alb(path: &str) -> serde_json::Value {
