@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
+use http::uri::PathAndQuery;
+use http::{Request, Uri};
 use lambda_http::lambda_runtime::LambdaInvocation;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
@@ -237,16 +238,22 @@ impl<S> LambdaService<S> {
             .filter(|prefix| !prefix.is_empty())
             .map(str::to_owned);
         if routed.len() != path.len() {
-            let mut parts = request.uri().clone().into_parts();
-            let query = request
+            // The routed path is the end of the path (but for the root: `/` of `/v1`), so the
+            // new path and query is the end of the old one: one copy, no `format!`.
+            let old = request
                 .uri()
-                .query()
-                .map_or(String::new(), |q| format!("?{q}"));
-            if let Ok(path_and_query) = format!("{routed}{query}").parse() {
-                parts.path_and_query = Some(path_and_query);
-                if let Ok(uri) = http::Uri::from_parts(parts) {
-                    *request.uri_mut() = uri;
-                }
+                .path_and_query()
+                .map_or(path, PathAndQuery::as_str);
+            let rewritten = match path.strip_suffix(routed) {
+                Some(front) => PathAndQuery::try_from(&old[front.len()..]),
+                None => PathAndQuery::try_from(format!("{routed}{}", &old[path.len()..])),
+            };
+            if let Ok(rewritten) = rewritten {
+                // Taken apart, not cloned: a clone of the URI's shared bytes allocates.
+                let mut parts = std::mem::take(request.uri_mut()).into_parts();
+                parts.path_and_query = Some(rewritten);
+                // A URI's own scheme and authority with another path make a URI again.
+                *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
             }
         }
         if let Some(prefix) = prefix {
@@ -640,6 +647,15 @@ mod tests {
             .layer(())
             .route(&mut request);
         assert_eq!(request.uri().path_and_query().unwrap(), "/pets/6?x=1&y=%20");
+        assert_eq!(request.uri().host(), Some("api.example.com"));
+
+        // The root of the base path, whose `/` is no end of the path.
+        *request.uri_mut() = "https://api.example.com/orders?x=1".parse().unwrap();
+        LambdaLayer::new()
+            .remove_base_path("/orders")
+            .layer(())
+            .route(&mut request);
+        assert_eq!(request.uri().path_and_query().unwrap(), "/?x=1");
         assert_eq!(request.uri().host(), Some("api.example.com"));
     }
 
