@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::runtime_api::{http_api_event, now_ms, response, run_function, task_of, RuntimeApi};
+use common::runtime_api::{
+    http_api_event, now_ms, offload_and_poll, response, run_function, RuntimeApi,
+};
 use tower::Layer;
 use tower_serverless::lambda::Runner;
 use tower_serverless::offload::{MemoryStore, OffloadLayer};
@@ -37,29 +39,15 @@ async fn a_named_base_path_comes_off_and_stays_in_the_location() {
     assert_eq!(hello["body"], "hello");
     api.extension_next().await;
 
-    let accepted = response(api.invoke("2", budget, event("POST", "/jobs/300")).await);
-    assert_eq!(accepted["statusCode"], 202, "{accepted}");
-    let task = task_of(&accepted);
-    assert_eq!(
-        accepted["headers"]["location"],
-        format!("/orders/tasks/{task}")
-    );
-    api.extension_next().await;
-
-    let status = response(
-        api.invoke("3", budget, event("GET", &format!("/tasks/{task}")))
-            .await,
-    );
-    assert_eq!(status["statusCode"], 303, "{status}");
-    assert_eq!(
-        status["headers"]["location"],
-        format!("/orders/tasks/{task}/result")
-    );
-    api.extension_next().await;
+    let task = offload_and_poll(&mut api, "orders", event, "/orders").await;
 
     let result = response(
-        api.invoke("4", budget, event("GET", &format!("/tasks/{task}/result")))
-            .await,
+        api.invoke(
+            "result",
+            budget,
+            event("GET", &format!("/tasks/{task}/result")),
+        )
+        .await,
     );
     assert_eq!(result["statusCode"], 200, "{result}");
     assert_eq!(result["body"], r#"{"job":"done","slept_ms":300}"#);

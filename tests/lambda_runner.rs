@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use axum::routing::get;
 use common::runtime_api::{
-    alb_event, function_url_event, http_api_event, http_api_stage_event, now_ms, response,
-    rest_api_event, rest_api_request, rest_custom_domain_request, run_function, task_of, Outcome,
-    RuntimeApi,
+    alb_event, function_url_event, http_api_event, http_api_stage_event, now_ms, offload_and_poll,
+    response, rest_api_event, rest_api_request, rest_custom_domain_request, run_function, task_of,
+    Outcome, RuntimeApi,
 };
 use tokio::time::Instant;
 use tower::Layer;
@@ -250,34 +250,4 @@ async fn stages(api: &mut RuntimeApi) {
     assert_eq!(hello["body"], "hello");
     api.extension_next().await;
     offload_and_poll(api, "domain", domain, "/v1").await;
-}
-
-/// Offloads `POST /jobs/300` and polls its task, both with events from `event`, and checks
-/// that each `Location` is the path the client calls: `prefix` in front of the route's.
-async fn offload_and_poll(
-    api: &mut RuntimeApi,
-    name: &str,
-    event: impl Fn(&str, &str) -> serde_json::Value,
-    prefix: &str,
-) {
-    let accepted = response(
-        api.invoke(&format!("{name}-job"), BUDGET, event("POST", "/jobs/300"))
-            .await,
-    );
-    assert_eq!(accepted["statusCode"], 202, "{accepted}");
-    let task = task_of(&accepted);
-    assert_eq!(
-        accepted["multiValueHeaders"]["location"][0],
-        format!("{prefix}/tasks/{task}")
-    );
-    api.extension_next().await;
-
-    let polled = event("GET", &format!("/tasks/{task}"));
-    let status = response(api.invoke(&format!("{name}-poll"), BUDGET, polled).await);
-    assert_eq!(status["statusCode"], 303, "{status}");
-    assert_eq!(
-        status["multiValueHeaders"]["location"][0],
-        format!("{prefix}/tasks/{task}/result")
-    );
-    api.extension_next().await;
 }

@@ -45,6 +45,42 @@ pub fn task_of(response: &Value) -> tower_serverless::offload::TaskId {
     body["id"].as_str().unwrap().parse().unwrap()
 }
 
+/// The `Location` of a posted response, from a REST event's `multiValueHeaders` or an HTTP
+/// API event's `headers`.
+pub fn location(response: &Value) -> &str {
+    response["headers"]["location"]
+        .as_str()
+        .or_else(|| response["multiValueHeaders"]["location"][0].as_str())
+        .unwrap_or_else(|| panic!("no location in {response}"))
+}
+
+/// Offloads `POST /jobs/300` and polls its task, both with events from `event`, and checks
+/// that each `Location` is the path the client calls: `prefix` in front of the route's.
+/// Returns the task.
+pub async fn offload_and_poll(
+    api: &mut RuntimeApi,
+    name: &str,
+    event: impl Fn(&str, &str) -> Value,
+    prefix: &str,
+) -> tower_serverless::offload::TaskId {
+    let budget = Duration::from_secs(30);
+    let accepted = response(
+        api.invoke(&format!("{name}-job"), budget, event("POST", "/jobs/300"))
+            .await,
+    );
+    assert_eq!(accepted["statusCode"], 202, "{accepted}");
+    let task = task_of(&accepted);
+    assert_eq!(location(&accepted), format!("{prefix}/tasks/{task}"));
+    api.extension_next().await;
+
+    let polled = event("GET", &format!("/tasks/{task}"));
+    let status = response(api.invoke(&format!("{name}-poll"), budget, polled).await);
+    assert_eq!(status["statusCode"], 303, "{status}");
+    assert_eq!(location(&status), format!("{prefix}/tasks/{task}/result"));
+    api.extension_next().await;
+    task
+}
+
 /// What the runtime posted for one invocation.
 #[derive(Debug)]
 pub enum Outcome {
