@@ -42,6 +42,7 @@ pub(super) fn millis(duration: Duration) -> u64 {
 }
 
 /// Milliseconds since the Unix epoch (0 for an instant before it).
+#[cfg_attr(not(feature = "dynamodb"), allow(dead_code))] // `RedisStore` only reads them
 pub(super) fn epoch_millis(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |since| {
         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
