@@ -13,6 +13,7 @@
 //! `taskset -c 0 target/release/deps/load-* & taskset -c 1 wrk -t1 -c64 -d10s -s post.lua
 //! http://<address>/hello` (`post.lua`: `wrk.method = "POST"`), as issue 15 measured.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -69,23 +70,33 @@ fn full_stack() -> Router {
 async fn serve_wrapped() -> SocketAddr {
     let offload = OffloadLayer::new(MemoryStore::new());
     let router = routes().merge(offload.status_router());
-    let service = tower::ServiceBuilder::new()
-        .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
-        .layer(EscalateLayer::new().infallible())
-        .layer(DeadlineLayer::api_gateway_rest())
-        .layer(offload)
-        .service(router);
+    serve(
+        tower::ServiceBuilder::new()
+            .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
+            .layer(EscalateLayer::new().infallible())
+            .layer(DeadlineLayer::api_gateway_rest())
+            .layer(offload)
+            .service(router),
+    )
+    .await
+}
+
+/// Serves `service` (a `Router`, or a service around one) on a free loopback port.
+async fn serve<S>(service: S) -> SocketAddr
+where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(service);
     tokio::spawn(async move { axum::serve(listener, make).await.unwrap() });
-    addr
-}
-
-async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     addr
 }
 

@@ -11,6 +11,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -219,6 +221,92 @@ fn allocation_table() {
     println!();
 }
 
+/// A run of `n` requests through one variant, timed as a whole: one box per run, not per
+/// request, so that what is timed is what criterion times.
+type Timed = Box<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Duration>>>>;
+
+fn timed<S>(service: S, request: fn() -> Req) -> Timed
+where
+    S: Service<Req> + Clone + 'static,
+    S::Error: std::fmt::Debug,
+{
+    Box::new(move |n| {
+        let service = service.clone();
+        Box::pin(async move {
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                service.clone().oneshot(request()).await.unwrap();
+            }
+            start.elapsed()
+        })
+    })
+}
+
+/// The targets as ratios, each of two services measured in the same rounds: every
+/// round times a short run of each variant in turn, so that a change in the machine's load
+/// (this is a shared VM) reaches both sides of a ratio alike, where criterion measures one
+/// variant seconds after the other. Each ratio is the median of its per-round ratios.
+fn ratio_table() {
+    let rounds: usize = std::env::var("OVERHEAD_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300);
+    const PER_RUN: usize = 1_000;
+    let runtime = runtime();
+    for (group, request) in [
+        ("awaiting", request as fn() -> Req),
+        ("hosted", hosted_request),
+    ] {
+        let mut variants: Vec<(&str, Timed)> = Vec::new();
+        each_variant!(true, service, name => {
+            variants.push((name, timed(service, request)));
+        });
+        let mut times = vec![Vec::with_capacity(rounds); variants.len()];
+        runtime.block_on(async {
+            for (_, run) in &variants {
+                run(PER_RUN * 10).await; // warm-up
+            }
+            for _ in 0..rounds {
+                for ((_, run), times) in variants.iter().zip(&mut times) {
+                    times.push(run(PER_RUN).await.as_secs_f64() * 1e9 / PER_RUN as f64);
+                }
+            }
+        });
+        let index = |name: &str| variants.iter().position(|(n, _)| *n == name).unwrap();
+        let ratio = |of: &str, to: &str| {
+            let (of, to) = (&times[index(of)], &times[index(to)]);
+            median(of.iter().zip(to).map(|(a, b)| a / b).collect())
+        };
+        println!("\n{group} handler, {rounds} rounds of {PER_RUN} requests per variant, interleaved; medians");
+        println!("| service | ns per request | to bare |\n|---|---|---|");
+        for ((name, _), times) in variants.iter().zip(&times) {
+            println!(
+                "| {name} | {:.1} | {:.3} |",
+                median(times.clone()),
+                ratio(name, "bare")
+            );
+        }
+        println!(
+            "| target: EscalateLayer / bare (≤ 1.05) | | {:.3} |",
+            ratio("EscalateLayer", "bare")
+        );
+        println!(
+            "| target: DeadlineLayer / tower Timeout (≤ 1.1) | | {:.3} |",
+            ratio("DeadlineLayer", "tower Timeout")
+        );
+        println!(
+            "| target: all three / tower-http TimeoutLayer (≤ 1.5) | | {:.3} |",
+            ratio("all three (one ServiceBuilder)", "tower-http TimeoutLayer")
+        );
+    }
+    println!();
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn overhead(c: &mut Criterion) {
     let runtime = runtime();
     let mut group = c.benchmark_group("ready");
@@ -257,6 +345,9 @@ criterion_group! {
 /// on the machine's load: `valgrind --tool=callgrind` with N and with 0, the difference
 /// divided by N.
 fn only(which: &str) {
+    if which == "ratios" {
+        return ratio_table();
+    }
     let iters: usize = std::env::var("OVERHEAD_ITERS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -296,6 +387,7 @@ fn main() {
         return only(&which);
     }
     allocation_table();
+    ratio_table();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }
