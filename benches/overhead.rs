@@ -48,6 +48,9 @@ static GLOBAL: Counting = Counting;
 
 type Req = Request<Full<Bytes>>;
 
+/// Makes the request of each iteration.
+type MakeRequest = fn() -> Req;
+
 fn request() -> Req {
     // POST: the method OffloadLayer may offload, so its fast path is what is measured.
     let mut request = Request::new(Full::new(Bytes::from_static(b"ping")));
@@ -172,6 +175,15 @@ where
     S: Service<Req> + Clone,
     S::Error: std::fmt::Debug,
 {
+    allocations_of(runtime, service, request)
+}
+
+/// [`allocations`] with requests made by `request`, whose own allocations are counted too.
+fn allocations_of<S>(runtime: &tokio::runtime::Runtime, service: S, request: MakeRequest) -> f64
+where
+    S: Service<Req> + Clone,
+    S::Error: std::fmt::Debug,
+{
     const N: usize = 10_000;
     runtime.block_on(async {
         for _ in 0..100 {
@@ -218,14 +230,81 @@ fn allocation_table() {
         with_extension.layer(DeadlineLayer::new(BUDGET).layer(handler::<_, false>())),
     );
     println!("| DeadlineLayer, request with an extension already (minus that request's own {bare:.2}) | {:.2} |", deadline - bare);
+    #[cfg(feature = "lambda")]
+    lambda::allocation_rows(&runtime);
     println!();
+}
+
+/// What `LambdaLayer` allocates per request as `lambda_http` hands it over: the deadlines and
+/// the invocation's id as extensions, and for a staged REST event the path without the stage
+/// and the prefix for `Location`s. The events are parsed for every request (`lambda_http`
+/// does that too); the bare handler's count over the same events is taken off.
+#[cfg(feature = "lambda")]
+mod lambda {
+    use lambda_http::{Context, RequestExt};
+    use tower::Layer;
+    use tower_serverless::lambda::LambdaLayer;
+
+    use super::{allocations_of, handler, Bytes, Full, MakeRequest, Req};
+
+    /// A REST API event on stage `prod`: the routes see `/hello`, `Location`s get `/prod`.
+    const REST: &str = r#"{"resource":"/hello","path":"/hello","httpMethod":"POST",
+        "headers":{"Host":"api.example.com"},"multiValueHeaders":{"Host":["api.example.com"]},
+        "queryStringParameters":{"page":"2"},"multiValueQueryStringParameters":{"page":["2"]},
+        "requestContext":{"stage":"prod","resourcePath":"/hello","httpMethod":"POST",
+        "path":"/prod/hello","requestTimeEpoch":NOW,"requestId":"r"},
+        "body":"ping","isBase64Encoded":false}"#;
+
+    /// A function URL event: nothing to take off the path.
+    const FUNCTION_URL: &str = r#"{"version":"2.0","routeKey":"$default","rawPath":"/hello",
+        "rawQueryString":"page=2","headers":{"host":"abc.lambda-url.eu-west-1.on.aws"},
+        "requestContext":{"accountId":"anonymous","apiId":"abc",
+        "domainName":"abc.lambda-url.eu-west-1.on.aws","domainPrefix":"abc",
+        "http":{"method":"POST","path":"/hello","protocol":"HTTP/1.1","sourceIp":"127.0.0.1",
+        "userAgent":"curl"},"requestId":"r","routeKey":"$default","stage":"$default",
+        "time":"29/Nov/2026:00:00:00 +0000","timeEpoch":NOW},
+        "body":"ping","isBase64Encoded":false}"#;
+
+    /// `json` arriving now, in an invocation with 30 s left.
+    fn event(json: &str) -> Req {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        let mut context = Context::default();
+        context.request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".to_owned();
+        context.deadline = now + 30_000;
+        lambda_http::request::from_str(&json.replace("NOW", &now.to_string()))
+            .expect("a valid event")
+            .with_lambda_context(context)
+            .map(|_| Full::new(Bytes::from_static(b"ping")))
+    }
+
+    pub(super) fn allocation_rows(runtime: &tokio::runtime::Runtime) {
+        let rows: [(&str, MakeRequest); 2] = [
+            ("REST API, stage prod", || event(REST)),
+            ("function URL", || event(FUNCTION_URL)),
+        ];
+        for (name, request) in rows {
+            let bare = allocations_of(runtime, handler::<_, false>(), request);
+            let layered = allocations_of(
+                runtime,
+                LambdaLayer::new().layer(handler::<_, false>()),
+                request,
+            );
+            println!(
+                "| LambdaLayer, {name} event (minus the event's own {bare:.2}) | {:.2} |",
+                layered - bare
+            );
+        }
+    }
 }
 
 /// A run of `n` requests through one variant, timed as a whole: one box per run, not per
 /// request, so that what is timed is what criterion times.
 type Timed = Box<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Duration>>>>;
 
-fn timed<S>(service: S, request: fn() -> Req) -> Timed
+fn timed<S>(service: S, request: MakeRequest) -> Timed
 where
     S: Service<Req> + Clone + 'static,
     S::Error: std::fmt::Debug,
@@ -254,7 +333,7 @@ fn ratio_table() {
     const PER_RUN: usize = 1_000;
     let runtime = runtime();
     for (group, request) in [
-        ("awaiting", request as fn() -> Req),
+        ("awaiting", request as MakeRequest),
         ("hosted", hosted_request),
     ] {
         let mut variants: Vec<(&str, Timed)> = Vec::new();
