@@ -4,14 +4,16 @@
 //!
 //! Each layer alone and tower-http's `TimeoutLayer` are measured too, as references.
 //!
-//! `cargo bench --bench load` (env `LOAD_REQUESTS`, default 64000 per round; 5 rounds,
-//! every server once per round, medians; `LOAD_ONLY=<name prefix>` for one server alone).
+//! `cargo bench --bench load` (env `LOAD_REQUESTS`, default 64000 per run; 5 rounds, in
+//! which every server runs right after a run of the bare one; each ratio is the median of
+//! those pairs' ratios; `LOAD_ONLY=<name prefix>` for one server alone, without ratios).
 //!
 //! The clients share the servers' runtime and cores, so each server's cost is diluted by
 //! the clients'. `LOAD_SERVE=1` starts the servers on a runtime of one worker thread,
 //! prints their addresses and serves until killed, for an outside client on its own core:
 //! `taskset -c 0 target/release/deps/load-* & taskset -c 1 wrk -t1 -c64 -d10s -s post.lua
 //! http://<address>/hello` (`post.lua`: `wrk.method = "POST"`), as issue 15 measured.
+//! `bash benches/wrk-pairs.sh` does that for every server, paired with the bare one.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -165,14 +167,38 @@ fn main() {
     runtime.block_on(async {
         let servers = [
             ("axum, bare", serve(routes()).await),
-            ("axum + Escalate, Deadline, Offload as one ServiceBuilder layer", serve(full_stack()).await),
-            ("axum + Escalate, Deadline, Offload around the whole Router", serve_wrapped().await),
-            ("axum + Escalate, Deadline, Offload as three Router::layer calls", serve(full_stack_layered()).await),
-            ("axum + EscalateLayer", serve(routes().layer(EscalateLayer::new().infallible())).await),
-            ("axum + DeadlineLayer", serve(routes().layer(DeadlineLayer::api_gateway_rest())).await),
-            ("axum + OffloadLayer", serve(routes().layer(OffloadLayer::new(MemoryStore::new()))).await),
-            ("axum + tower-http TimeoutLayer (peer)", serve(routes().layer(peer_timeout())).await),
-            ("axum + no-op layer (tower's identity MapResponse)", serve(routes().layer(no_op())).await),
+            (
+                "axum + Escalate, Deadline, Offload as one ServiceBuilder layer",
+                serve(full_stack()).await,
+            ),
+            (
+                "axum + Escalate, Deadline, Offload around the whole Router",
+                serve_wrapped().await,
+            ),
+            (
+                "axum + Escalate, Deadline, Offload as three Router::layer calls",
+                serve(full_stack_layered()).await,
+            ),
+            (
+                "axum + EscalateLayer",
+                serve(routes().layer(EscalateLayer::new().infallible())).await,
+            ),
+            (
+                "axum + DeadlineLayer",
+                serve(routes().layer(DeadlineLayer::api_gateway_rest())).await,
+            ),
+            (
+                "axum + OffloadLayer",
+                serve(routes().layer(OffloadLayer::new(MemoryStore::new()))).await,
+            ),
+            (
+                "axum + tower-http TimeoutLayer (peer)",
+                serve(routes().layer(peer_timeout())).await,
+            ),
+            (
+                "axum + no-op layer (tower's identity MapResponse)",
+                serve(routes().layer(no_op())).await,
+            ),
         ];
         if serve_only {
             for (name, addr) in &servers {
@@ -181,26 +207,47 @@ fn main() {
             return std::future::pending().await;
         }
         // `LOAD_ONLY=<start of a server's name>`: that server alone, for a profiler.
-        let only = std::env::var("LOAD_ONLY").ok();
-        let servers: Vec<_> = servers
-            .into_iter()
-            .filter(|(name, _)| only.as_deref().is_none_or(|only| name.starts_with(only)))
-            .collect();
+        if let Ok(only) = std::env::var("LOAD_ONLY") {
+            for (name, addr) in servers.iter().filter(|(name, _)| name.starts_with(&only)) {
+                load(*addr, total / 4).await; // warm-up
+                let mut rates = Vec::new();
+                for _ in 0..ROUNDS {
+                    rates.push(load(*addr, total).await);
+                }
+                println!("| {name} | {:.0} requests/s |", median(rates));
+            }
+            return;
+        }
         for (_, addr) in &servers {
             load(*addr, total / 4).await; // warm-up
         }
+        // Each server runs right after the bare one, and its ratio is the median of those
+        // pairs' ratios: this shared VM's speed drifts by 10-30 % within a minute, which then
+        // reaches both sides of a ratio alike.
+        let bare = servers[0].1;
         let mut rates = vec![Vec::new(); servers.len()];
+        let mut ratios = vec![Vec::new(); servers.len()];
         for _ in 0..ROUNDS {
-            for ((_, addr), rates) in servers.iter().zip(&mut rates) {
-                rates.push(load(*addr, total).await);
+            for (index, (_, addr)) in servers.iter().enumerate().skip(1) {
+                let base = load(bare, total).await;
+                let rate = load(*addr, total).await;
+                rates[0].push(base);
+                rates[index].push(rate);
+                ratios[index].push(rate / base);
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let rates: Vec<f64> = rates.into_iter().map(median).collect();
-        println!("loopback load: {total} requests per round, {CONNECTIONS} connections, median of {ROUNDS} rounds");
-        println!("| server | requests/s | ratio to bare |\n|---|---|---|");
-        for ((name, _), rate) in servers.iter().zip(&rates) {
-            println!("| {name} | {rate:.0} | {:.3} |", rate / rates[0]);
+        println!(
+            "loopback load: {total} requests per run, {CONNECTIONS} connections, {ROUNDS} rounds \
+             of every server right after the bare one; medians"
+        );
+        println!("| server | requests/s | ratio to bare (of the pairs) |\n|---|---|---|");
+        for ((name, _), (rates, ratios)) in servers.iter().zip(rates.into_iter().zip(ratios)) {
+            let ratio = if ratios.is_empty() {
+                1.0
+            } else {
+                median(ratios)
+            };
+            println!("| {name} | {:.0} | {ratio:.3} |", median(rates));
         }
     });
 }
