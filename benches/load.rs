@@ -10,7 +10,7 @@
 //!
 //! The clients share the servers' runtime and cores, so each server's cost is diluted by
 //! the clients'. `LOAD_SERVE=1` starts the servers on a runtime of one worker thread,
-//! prints their addresses and serves until killed, for an outside client on its own core:
+//! prints their addresses (then `# serving until killed`) and serves until killed, for an outside client on its own core:
 //! `taskset -c 0 target/release/deps/load-* & taskset -c 1 wrk -t1 -c64 -d10s -s post.lua
 //! http://<address>/hello` (`post.lua`: `wrk.method = "POST"`), as issue 15 measured.
 //! `bash benches/wrk-pairs.sh` does that for every server, paired with the bare one.
@@ -204,6 +204,8 @@ fn main() {
             for (name, addr) in &servers {
                 println!("{addr}\t{name}");
             }
+            // The end of the list, for a script waiting on it (`benches/wrk-pairs.sh`).
+            println!("# serving until killed");
             return std::future::pending().await;
         }
         // `LOAD_ONLY=<start of a server's name>`: that server alone, for a profiler.

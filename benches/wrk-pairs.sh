@@ -13,17 +13,21 @@ rounds=${1:-20}
 seconds=${2:-1}
 pick=${3:-.}
 
-bin=$(cargo bench --bench load --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p')
+build=$(cargo bench --bench load --no-run 2>&1) || { printf '%s\n' "$build" >&2; exit 1; }
+bin=$(sed -n 's/.*Executable .*(\(.*\))$/\1/p' <<<"$build")
+server=
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap '[ -z "$server" ] || kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 printf 'wrk.method = "POST"\n' >"$work/post.lua"
 
-LOAD_SERVE=1 taskset -c 0 "$bin" >"$work/servers" &
+# The servers print an address and a name a line each, then `# serving until killed`.
+LOAD_SERVE=1 taskset -c 0 "$bin" >"$work/list" &
 server=$!
-until [ "$(wc -l <"$work/servers")" -ge 9 ]; do
-  kill -0 "$server" # stops here if the server died
+until grep -q '^# serving' "$work/list"; do
+  kill -0 "$server" # stops here if the servers died
   sleep 0.1
 done
+grep -v '^#' "$work/list" >"$work/servers"
 
 rate() {
   taskset -c 1 wrk -t1 -c64 -d"${seconds}s" -s "$work/post.lua" "http://$1/hello" |
