@@ -217,7 +217,7 @@ async fn throttled_store() -> (
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::retry::{RetryConfig, RetryPartition};
     use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
     let requests = Arc::new(AtomicUsize::new(0));
@@ -235,6 +235,11 @@ async fn throttled_store() -> (
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, throttling).await.unwrap() });
+    // The SDK gates retries by a token bucket shared by every client of one retry partition
+    // in the process (by default, one per service): the throttled tests would drain it for
+    // each other, and a client of a drained bucket makes no retries. Each gets its own.
+    static PARTITIONS: AtomicUsize = AtomicUsize::new(0);
+    let partition = format!("throttled-{}", PARTITIONS.fetch_add(1, Ordering::SeqCst));
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -245,6 +250,7 @@ async fn throttled_store() -> (
                 .with_max_attempts(3)
                 .with_initial_backoff(Duration::from_millis(1)),
         )
+        .retry_partition(RetryPartition::new(partition))
         .build();
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), "tasks");
     (store, requests)
