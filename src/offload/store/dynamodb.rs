@@ -354,6 +354,13 @@ fn seconds(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
+/// Whether a `ValidationException`'s message says the item would be too large (DynamoDB
+/// gives no code of its own for it). Other validation errors speak of sizes too, a key's or
+/// an expression's: those are the store's own faults, not a result that does not fit.
+fn refused_for_size(message: &str) -> bool {
+    message.starts_with("Item size") && message.contains("exceeded the maximum allowed size")
+}
+
 fn now_millis() -> u64 {
     epoch_millis(SystemTime::now())
 }
@@ -615,9 +622,7 @@ impl DynamoDbStore {
                 }
                 Some(rejected)
                     if rejected.code() == Some("ValidationException")
-                        && rejected
-                            .message()
-                            .is_some_and(|message| message.contains("size")) =>
+                        && rejected.message().is_some_and(refused_for_size) =>
                 {
                     Ok(Updated::TooLarge)
                 }
@@ -858,5 +863,36 @@ impl TaskStore for DynamoDbStore {
                 Updated::Refused(None) | Updated::TooLarge => CancelResult::NotFound,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_item_too_large_is_refused_for_size() {
+        let table = [
+            // PutItem and UpdateItem, from DynamoDB and DynamoDB Local.
+            ("Item size has exceeded the maximum allowed size", true),
+            (
+                "Item size to update has exceeded the maximum allowed size",
+                true,
+            ),
+            // Other validation errors that speak of a size are store errors, not results.
+            (
+                "One or more parameter values were invalid: Size of hashkey has exceeded \
+                 the maximum size limit of 2048 bytes",
+                false,
+            ),
+            (
+                "Invalid UpdateExpression: Expression size has exceeded the maximum allowed size",
+                false,
+            ),
+            ("The provided key element does not match the schema", false),
+        ];
+        for (message, want) in table {
+            assert_eq!(refused_for_size(message), want, "{message}");
+        }
     }
 }
