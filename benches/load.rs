@@ -4,13 +4,15 @@
 //!
 //! Each layer alone and tower-http's `TimeoutLayer` are measured too, as references.
 //!
-//! `cargo bench --bench load` (env `LOAD_REQUESTS`, default 64000 per run; 5 rounds, in
-//! which every server runs right after a run of the bare one; each ratio is the median of
-//! those pairs' ratios; `LOAD_ONLY=<name prefix>` for one server alone, without ratios).
+//! `cargo bench -p tower-serverless-benches --bench load` (env `LOAD_REQUESTS`, default 64000
+//! per run; 5 rounds, in which every server runs right after a run of the bare one; each
+//! ratio is the median of those pairs' ratios; `LOAD_ONLY=<name prefix>` for one server
+//! alone, without ratios).
 //!
 //! The clients share the servers' runtime and cores, so each server's cost is diluted by
 //! the clients'. `LOAD_SERVE=1` starts the servers on a runtime of one worker thread,
-//! prints their addresses (then `# serving until killed`) and serves until killed, for an outside client on its own core:
+//! prints their addresses (then `# serving until killed`) and serves until killed, for an
+//! outside client on its own core:
 //! `taskset -c 0 target/release/deps/load-* & taskset -c 1 wrk -t1 -c64 -d10s -s post.lua
 //! http://<address>/hello` (`post.lua`: `wrk.method = "POST"`), as issue 15 measured.
 //! `bash benches/wrk-pairs.sh` does that for every server, paired with the bare one.

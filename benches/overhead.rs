@@ -7,7 +7,7 @@
 //! makes it), and with a request whose host made the map already (`hosted`), as
 //! `lambda_http` and axum's router hand requests to the layers.
 //!
-//! `cargo bench --bench overhead`
+//! `cargo bench -p tower-serverless-benches --bench overhead`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;

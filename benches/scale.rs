@@ -7,7 +7,7 @@
 //! a burst (every request at the same instant, so every threshold expires in the same
 //! millisecond) and paced (evenly over one second).
 //!
-//! `cargo bench --bench scale` (env `SCALE_REQUESTS`, default 10000).
+//! `cargo bench -p tower-serverless-benches --bench scale` (env `SCALE_REQUESTS`, default 10000).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;

