@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
+use tower_serverless_benches::median;
 
 const CONNECTIONS: usize = 64;
 const ROUNDS: usize = 5;
@@ -148,11 +149,6 @@ async fn load(addr: SocketAddr, total: usize) -> f64 {
         client.await.unwrap();
     }
     (per_connection * CONNECTIONS) as f64 / start.elapsed().as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() {

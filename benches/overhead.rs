@@ -22,6 +22,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
+use tower_serverless_benches::median;
 
 /// Counts every allocation of the process.
 struct Counting;
@@ -379,11 +380,6 @@ fn ratio_table() {
         );
     }
     println!();
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn overhead(c: &mut Criterion) {
