@@ -218,3 +218,64 @@ async fn the_remaining_time_reaches_the_next_server() {
     assert!(error.is::<DeadlinePassed>(), "{error:?}");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_server_that_asks_for_a_wait_past_any_clock_ends_the_following_without_a_panic() {
+    let status_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = status_calls.clone();
+    let accepted = || {
+        (
+            StatusCode::ACCEPTED,
+            [
+                ("location", "/status"),
+                ("retry-after", "18446744073709551615"),
+            ],
+        )
+    };
+    let server = Router::new()
+        .route(
+            "/job",
+            axum::routing::post(move || async move { accepted() }),
+        )
+        .route(
+            "/status",
+            get(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { accepted() }
+            }),
+        );
+    let addr = common::serve(server).await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new().max_wait(Duration::from_millis(300)))
+        .service(hyper_client());
+    let error = client
+        .oneshot(post(format!("http://{addr}/job")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error.downcast_ref::<FollowError>(),
+            Some(FollowError::TimedOut { .. })
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        status_calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a wait past the follower's own limit is not waited for"
+    );
+}
+
+#[tokio::test]
+async fn following_without_a_time_limit_is_a_setting_like_any_other() {
+    let (addr, _) = demo().await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new().max_wait(Duration::MAX))
+        .service(hyper_client());
+    let response = client
+        .oneshot(post(format!("http://{addr}/jobs/400")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(text(response).await, r#"{"job":"done","slept_ms":400}"#);
+}

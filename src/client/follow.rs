@@ -26,7 +26,8 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// Follows a `202 Accepted` to its result, so that one `call` returns the final response.
 ///
 /// After a `202` with `Location` (resolved against the request's URI), it polls that URL,
-/// waiting as `Retry-After` says (else 100 ms, doubling to at most 5 s), and:
+/// waiting as `Retry-After` says in seconds (else, or for an HTTP date, 100 ms, doubling to at
+/// most 5 s), and:
 ///
 /// | the status URL answers | then |
 /// |---|---|
@@ -77,7 +78,9 @@ impl FollowLayer {
         }
     }
 
-    /// How long to follow a task when the call has no [`Deadline`](crate::Deadline).
+    /// How long to follow a task when the call has no [`Deadline`](crate::Deadline)
+    /// (default 5 min; `Duration::MAX` for no limit). A `Retry-After` that reaches past it
+    /// ends the following at that limit.
     pub fn max_wait(mut self, max: Duration) -> Self {
         self.config.max_wait = max;
         self
@@ -162,8 +165,11 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = self.config.clone();
         let started = Instant::now();
-        let until =
-            deadline::current().map_or(started + config.max_wait, |deadline| deadline.instant());
+        // Saturating: `max_wait(Duration::MAX)` is no limit, not an overflow.
+        let until = deadline::current().map_or_else(
+            || deadline::later(started, config.max_wait),
+            |deadline| deadline.instant(),
+        );
         if let Some(prefer) = &config.prefer {
             request
                 .headers_mut()
@@ -193,7 +199,8 @@ where
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     pause
                 });
-                if Instant::now() + pause > until {
+                // The server's `Retry-After` can be any number of seconds.
+                if deadline::later(Instant::now(), pause) > until {
                     tokio::time::sleep_until(until).await;
                     return Err(FollowError::TimedOut {
                         location,
