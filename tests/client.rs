@@ -279,3 +279,77 @@ async fn following_without_a_time_limit_is_a_setting_like_any_other() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(text(response).await, r#"{"job":"done","slept_ms":400}"#);
 }
+
+/// A server on another port (another host to the client) that counts its requests and
+/// answers `GET /result` with `the result`.
+async fn elsewhere() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = Router::new().route(
+        "/result",
+        get(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "the result" }
+        }),
+    );
+    (common::serve(app).await, calls)
+}
+
+/// A server whose `POST /job` is accepted with `Location: /status`, and whose status URL
+/// answers with `status`.
+async fn pointing(status: Router) -> std::net::SocketAddr {
+    let accepted = || async { (StatusCode::ACCEPTED, [("location", "/status")]) };
+    common::serve(
+        Router::new()
+            .route("/job", axum::routing::post(accepted))
+            .merge(status),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_way_to_point_at_another_host_is_refused_unless_allowed() {
+    let (other, calls) = elsewhere().await;
+    let result = format!("http://{other}/result");
+    let document = serde_json::json!({ "status": "succeeded", "resourceLocation": result });
+    let servers = [
+        // A status document naming the resource.
+        pointing(Router::new().route("/status", get(move || async move { axum::Json(document) })))
+            .await,
+        // A `303 See Other` from the status URL.
+        pointing(
+            Router::new().route(
+                "/status",
+                get(move || async move {
+                    axum::response::Redirect::to(&format!("http://{other}/result"))
+                }),
+            ),
+        )
+        .await,
+    ];
+    for addr in servers {
+        let refused = ServiceBuilder::new()
+            .layer(FollowLayer::new())
+            .service(hyper_client())
+            .oneshot(post(format!("http://{addr}/job")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused.downcast_ref::<FollowError>(),
+                Some(FollowError::OtherHost { location }) if location.to_string() == result
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        let allowed = ServiceBuilder::new()
+            .layer(FollowLayer::new().other_hosts(true))
+            .service(hyper_client())
+            .oneshot(post(format!("http://{addr}/job")))
+            .await
+            .unwrap();
+        assert_eq!(text(allowed).await, "the result");
+        assert_eq!(calls.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
+    }
+}

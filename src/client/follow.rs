@@ -42,8 +42,8 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// This covers this crate's [`OffloadLayer`](crate::OffloadLayer) and the same pattern
 /// elsewhere (Azure's asynchronous request-reply). It stops at the caller's
 /// [`Deadline`](crate::Deadline) when there is one, else after
-/// [`max_wait`](Self::max_wait), with [`FollowError::TimedOut`]. Another host in `Location`
-/// is followed only when [allowed](Self::other_hosts). See the [module docs](super).
+/// [`max_wait`](Self::max_wait), with [`FollowError::TimedOut`]. Another host is followed
+/// only when [allowed](Self::other_hosts), wherever it is named. See the [module docs](super).
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct FollowLayer {
@@ -100,7 +100,11 @@ impl FollowLayer {
         self
     }
 
-    /// Whether a `Location` on another host (or scheme) is followed (default: no).
+    /// Whether another host (or scheme) is followed (default: no): in the `202`'s
+    /// `Location`, the status URL's redirect, or a status document's `Location` or
+    /// `resourceLocation`. Otherwise the call ends with [`FollowError::OtherHost`] and nothing
+    /// is sent there. The requests there go through the same inner service, with whatever
+    /// it adds (credentials, for one).
     pub fn other_hosts(mut self, allowed: bool) -> Self {
         self.config.other_hosts = allowed;
         self
@@ -184,10 +188,16 @@ where
             if accepted.status() != StatusCode::ACCEPTED {
                 return Ok(boxed(accepted));
             }
-            let location = resolve(&base, &accepted, config.other_hosts)?;
+            let location = resolve(
+                &base,
+                location_of(&accepted),
+                config.other_hosts,
+                accepted.status(),
+            )?;
             let mut follower = Follower {
                 inner: poller,
                 location: location.clone(),
+                other_hosts: config.other_hosts,
                 cancel: config.cancel_on_drop,
                 body: std::marker::PhantomData,
             };
@@ -242,6 +252,9 @@ where
 {
     inner: S,
     location: Uri,
+    // Whether the result may be on another host: the status URL's `303`, or a status
+    // document's `Location` / `resourceLocation`, is checked as the `202`'s `Location` is.
+    other_hosts: bool,
     cancel: bool,
     body: std::marker::PhantomData<fn() -> B>,
 }
@@ -268,7 +281,12 @@ where
         let response = self.get(self.location.clone()).await?;
         let status = response.status();
         if status.is_redirection() {
-            let result = resolve(&self.location, &response, false)?;
+            let result = resolve(
+                &self.location,
+                location_of(&response),
+                self.other_hosts,
+                status,
+            )?;
             return Ok(Polled::Done(boxed(self.get(result).await?)));
         }
         match status {
@@ -329,10 +347,11 @@ where
                     Some(location) => location.to_str().ok().map(str::to_owned),
                     None => text("resourceLocation"),
                 };
-                let result = target.and_then(|t| join(&self.location, &t)).ok_or(
-                    FollowError::NoLocation {
-                        status: parts.status,
-                    },
+                let result = resolve(
+                    &self.location,
+                    target.as_deref(),
+                    self.other_hosts,
+                    parts.status,
                 )?;
                 Ok(Polled::Done(boxed(self.get(result).await?)))
             }
@@ -386,17 +405,24 @@ fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
     text.trim().parse().ok().map(Duration::from_secs)
 }
 
-/// The `Location` of `response`, resolved against `base`; the error is a [`FollowError`].
-fn resolve<B>(base: &Uri, response: &Response<B>, other_hosts: bool) -> Result<Uri, BoxError> {
-    let no_location = || FollowError::NoLocation {
-        status: response.status(),
-    };
-    let location = response
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
+/// The `Location` header of `response`, if it is text.
+fn location_of<B>(response: &Response<B>) -> Option<&str> {
+    response.headers().get(LOCATION)?.to_str().ok()
+}
+
+/// `location`, from an answer with `status`, resolved against `base`, and on another host
+/// only when `other_hosts`: every place the result is pointed at goes through here. The
+/// error is a [`FollowError`].
+fn resolve(
+    base: &Uri,
+    location: Option<&str>,
+    other_hosts: bool,
+    status: StatusCode,
+) -> Result<Uri, BoxError> {
+    let no_location = || FollowError::NoLocation { status };
+    let resolved = location
+        .and_then(|location| join(base, location))
         .ok_or_else(no_location)?;
-    let resolved = join(base, location).ok_or_else(no_location)?;
     let same_host = resolved.authority() == base.authority() && resolved.scheme() == base.scheme();
     if !same_host && !other_hosts {
         return Err(FollowError::OtherHost { location: resolved }.into());
@@ -448,25 +474,19 @@ mod tests {
         );
         assert_eq!(join("not a uri"), None);
         // Another host only when allowed; no Location, or none that parses, is an error.
-        let answer = |location: Option<&str>| {
-            let mut response = Response::builder().status(StatusCode::ACCEPTED);
-            if let Some(location) = location {
-                response = response.header(LOCATION, location);
-            }
-            response.body(()).unwrap()
-        };
-        let other = answer(Some("https://other.example/tasks/7"));
-        let refused = resolve(&base, &other, false).unwrap_err();
+        let accepted = StatusCode::ACCEPTED;
+        let other = Some("https://other.example/tasks/7");
+        let refused = resolve(&base, other, false, accepted).unwrap_err();
         assert!(matches!(
             refused.downcast_ref::<FollowError>(),
             Some(FollowError::OtherHost { .. })
         ));
         assert_eq!(
-            resolve(&base, &other, true).unwrap().to_string(),
+            resolve(&base, other, true, accepted).unwrap().to_string(),
             "https://other.example/tasks/7"
         );
-        for missing in [answer(None), answer(Some("not a uri"))] {
-            let error = resolve(&base, &missing, false).unwrap_err();
+        for missing in [None, Some("not a uri")] {
+            let error = resolve(&base, missing, false, accepted).unwrap_err();
             assert!(matches!(
                 error.downcast_ref::<FollowError>(),
                 Some(FollowError::NoLocation {
@@ -474,6 +494,11 @@ mod tests {
                 })
             ));
         }
+        let response = Response::builder()
+            .header(LOCATION, "/tasks/7")
+            .body(())
+            .unwrap();
+        assert_eq!(location_of(&response), Some("/tasks/7"));
         let relative_base: Uri = "/jobs".parse().unwrap();
         assert_eq!(
             super::join(&relative_base, "/tasks/7")
