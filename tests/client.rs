@@ -281,15 +281,22 @@ async fn following_without_a_time_limit_is_a_setting_like_any_other() {
 }
 
 /// A server on another port (another host to the client) that counts its requests and
-/// answers `GET /result` with `the result`.
+/// answers `GET /result` with `the result`, or `the result, and I have your credentials`
+/// to a request that carries any.
 async fn elsewhere() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = calls.clone();
     let app = Router::new().route(
         "/result",
-        get(move || {
+        get(move |headers: http::HeaderMap| {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async { "the result" }
+            async move {
+                if headers.contains_key("authorization") || headers.contains_key("cookie") {
+                    "the result, and I have your credentials"
+                } else {
+                    "the result"
+                }
+            }
         }),
     );
     (common::serve(app).await, calls)
@@ -343,13 +350,69 @@ async fn every_way_to_point_at_another_host_is_refused_unless_allowed() {
         );
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 
+        // Allowed, the other host gets the request, but not the credentials sent to this one.
+        let mut request = post(format!("http://{addr}/job"));
+        let headers = request.headers_mut();
+        headers.insert("authorization", "Bearer alice".parse().unwrap());
+        headers.insert("cookie", "session=alice".parse().unwrap());
         let allowed = ServiceBuilder::new()
             .layer(FollowLayer::new().other_hosts(true))
             .service(hyper_client())
-            .oneshot(post(format!("http://{addr}/job")))
+            .oneshot(request)
             .await
             .unwrap();
         assert_eq!(text(allowed).await, "the result");
         assert_eq!(calls.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
     }
+}
+
+#[tokio::test]
+async fn a_task_bound_to_its_owner_is_followed_with_the_callers_credentials() {
+    let offload =
+        tower_serverless::OffloadLayer::new(tower_serverless::offload::MemoryStore::new())
+            .after(Duration::from_millis(50))
+            .owner(|parts| {
+                let credentials = parts.headers.get("authorization")?.to_str().ok()?;
+                credentials.strip_prefix("Bearer ").map(str::to_owned)
+            });
+    // The work ends only once its `202` has left: the polls are what is tested.
+    let accepted = Arc::new(tokio::sync::Notify::new());
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let released = Arc::new(Mutex::new(Some(released)));
+    let signal = accepted.clone();
+    let app = Router::new()
+        .route(
+            "/report",
+            axum::routing::post(move || async move {
+                let released = released.lock().unwrap().take();
+                if let Some(released) = released {
+                    let _ = released.await;
+                }
+                "alice's report"
+            }),
+        )
+        .layer(offload.clone())
+        .merge(offload.status_router())
+        .layer(axum::middleware::map_response(
+            move |response: axum::response::Response| {
+                if response.status() == StatusCode::ACCEPTED {
+                    signal.notify_one();
+                }
+                async move { response }
+            },
+        ));
+    let addr = common::serve(app).await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new())
+        .service(hyper_client());
+    let mut request = post(format!("http://{addr}/report"));
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer alice".parse().unwrap());
+    let call = tokio::spawn(client.oneshot(request));
+    accepted.notified().await;
+    release.send(()).unwrap();
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(text(response).await, "alice's report");
 }

@@ -1,13 +1,14 @@
 //! [`FollowLayer`]: a `202 Accepted` followed to its result.
 
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER};
 use http::uri::{Parts, PathAndQuery};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::Instant;
@@ -56,6 +57,8 @@ struct Config {
     prefer: Option<HeaderValue>,
     other_hosts: bool,
     cancel_on_drop: bool,
+    // Shared: the configuration is cloned into every call.
+    forward: Arc<[HeaderName]>,
 }
 
 impl Default for FollowLayer {
@@ -65,8 +68,9 @@ impl Default for FollowLayer {
 }
 
 impl FollowLayer {
-    /// Follows for at most 5 minutes without a caller's deadline, the same host only, sends
-    /// no `Prefer`, and leaves a task running when given up.
+    /// Follows for at most 5 minutes without a caller's deadline, the same host only, with
+    /// the request's `Authorization` and `Cookie`, sends no `Prefer`, and leaves a task
+    /// running when given up.
     pub fn new() -> Self {
         Self {
             config: Config {
@@ -74,8 +78,30 @@ impl FollowLayer {
                 prefer: None,
                 other_hosts: false,
                 cancel_on_drop: false,
+                forward: Arc::new([AUTHORIZATION, COOKIE]),
             },
         }
+    }
+
+    /// The headers of the request that its polls, the `GET` of its result and the `DELETE`
+    /// that cancels it carry too (default: `Authorization` and `Cookie`), so that a task
+    /// bound to its owner (see [`OffloadLayer::owner`](crate::OffloadLayer::owner)) answers
+    /// the caller who started it. They go to the request's own host (scheme, host and port)
+    /// only: another host, when [allowed](Self::other_hosts), gets none of them. An empty
+    /// list forwards nothing.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_serverless::client::FollowLayer;
+    ///
+    /// let follow = FollowLayer::new().forward_headers([
+    ///     http::header::AUTHORIZATION,
+    ///     HeaderName::from_static("x-api-key"),
+    /// ]);
+    /// ```
+    pub fn forward_headers<I: IntoIterator<Item = HeaderName>>(mut self, names: I) -> Self {
+        self.config.forward = names.into_iter().collect();
+        self
     }
 
     /// How long to follow a task when the call has no [`Deadline`](crate::Deadline)
@@ -180,6 +206,12 @@ where
                 .insert(http::HeaderName::from_static("prefer"), prefer.clone());
         }
         let base = request.uri().clone();
+        let mut forward = HeaderMap::new();
+        for name in config.forward.iter() {
+            for value in request.headers().get_all(name) {
+                forward.append(name.clone(), value.clone());
+            }
+        }
         let first = self.inner.call(request);
         // The clone that was made ready answered the first request; this one polls.
         let poller = self.inner.clone();
@@ -198,6 +230,8 @@ where
                 inner: poller,
                 location: location.clone(),
                 other_hosts: config.other_hosts,
+                origin: base,
+                forward,
                 cancel: config.cancel_on_drop,
                 body: std::marker::PhantomData,
             };
@@ -255,8 +289,34 @@ where
     // Whether the result may be on another host: the status URL's `303`, or a status
     // document's `Location` / `resourceLocation`, is checked as the `202`'s `Location` is.
     other_hosts: bool,
+    // The request's URI, and the headers its own host gets on every request of the follower.
+    origin: Uri,
+    forward: HeaderMap,
     cancel: bool,
     body: std::marker::PhantomData<fn() -> B>,
+}
+
+impl<S, B> Follower<S, B>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Default + Send + 'static,
+{
+    /// A request of the follower's, with the forwarded headers when `uri` is on the
+    /// request's own host.
+    fn request(&self, method: Method, uri: Uri) -> Result<Request<B>, http::Error> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(B::default())?;
+        if same_origin(request.uri(), &self.origin) {
+            let headers = request.headers_mut();
+            for (name, value) in &self.forward {
+                headers.append(name, value.clone());
+            }
+        }
+        Ok(request)
+    }
 }
 
 impl<S, B, ResB> Follower<S, B>
@@ -269,7 +329,7 @@ where
     ResB::Error: Into<BoxError>,
 {
     async fn get(&mut self, uri: Uri) -> Result<Response<ResB>, BoxError> {
-        let request = Request::get(uri).body(B::default())?;
+        let request = self.request(Method::GET, uri)?;
         self.inner
             .clone()
             .oneshot(request)
@@ -375,11 +435,7 @@ where
         if !self.cancel {
             return;
         }
-        let Ok(request) = Request::builder()
-            .method(Method::DELETE)
-            .uri(self.location.clone())
-            .body(B::default())
-        else {
+        let Ok(request) = self.request(Method::DELETE, self.location.clone()) else {
             return;
         };
         let inner = self.inner.clone();
@@ -423,11 +479,15 @@ fn resolve(
     let resolved = location
         .and_then(|location| join(base, location))
         .ok_or_else(no_location)?;
-    let same_host = resolved.authority() == base.authority() && resolved.scheme() == base.scheme();
-    if !same_host && !other_hosts {
+    if !other_hosts && !same_origin(&resolved, base) {
         return Err(FollowError::OtherHost { location: resolved }.into());
     }
     Ok(resolved)
+}
+
+/// Whether `a` and `b` name the same scheme, host and port (or neither names any).
+fn same_origin(a: &Uri, b: &Uri) -> bool {
+    a.scheme() == b.scheme() && a.authority() == b.authority()
 }
 
 /// `reference` resolved against `base` (RFC 3986 section 5.2, for the forms servers send:

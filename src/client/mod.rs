@@ -3,7 +3,8 @@
 //!
 //! Most callers of an offloading API are other services. [`FollowLayer`] follows a
 //! `202 Accepted` to its result, so that a slow call returns its final response through one
-//! `call`, as if it had been synchronous. [`PropagateDeadlineLayer`] passes what remains of
+//! `call`, as if it had been synchronous; its polls carry the request's credentials to the
+//! request's own host. [`PropagateDeadlineLayer`] passes what remains of
 //! the current [`Deadline`](crate::Deadline) on to the called service in a header its own
 //! [`DeadlineLayer`](crate::DeadlineLayer) can trust, and cuts the call there. Stack them
 //! with the deadline outermost, so that every poll carries the remaining time:
