@@ -416,3 +416,28 @@ async fn a_task_bound_to_its_owner_is_followed_with_the_callers_credentials() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(text(response).await, "alice's report");
 }
+
+#[tokio::test]
+async fn the_layers_preference_joins_the_requests_own() {
+    let app = Router::new().route(
+        "/prefer",
+        axum::routing::post(|headers: http::HeaderMap| async move {
+            let values: Vec<_> = headers
+                .get_all("prefer")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            values.join(" | ")
+        }),
+    );
+    let addr = common::serve(app).await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new().respond_async())
+        .service(hyper_client());
+    let mut request = post(format!("http://{addr}/prefer"));
+    request
+        .headers_mut()
+        .insert("prefer", "return=minimal".parse().unwrap());
+    let seen = text(client.oneshot(request).await.unwrap()).await;
+    assert_eq!(seen, "return=minimal | respond-async");
+}

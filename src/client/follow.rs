@@ -201,9 +201,11 @@ where
             |deadline| deadline.instant(),
         );
         if let Some(prefer) = &config.prefer {
+            // Beside the request's own preferences (RFC 7240 reads every `Prefer`), not
+            // instead of them.
             request
                 .headers_mut()
-                .insert(http::HeaderName::from_static("prefer"), prefer.clone());
+                .append(HeaderName::from_static("prefer"), prefer.clone());
         }
         let base = request.uri().clone();
         let mut forward = HeaderMap::new();
