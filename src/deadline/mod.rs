@@ -30,6 +30,11 @@
 //! than 80 % of its budget ([`DeadlineLayer::warn_above`]) is logged as a `tracing` warning
 //! with its method, path, elapsed time and budget.
 //!
+//! The deadline bounds the inner service's response future, up to the response's head, as
+//! tower-http's `TimeoutLayer` does: a body that streams after the head is not cut. Behind
+//! API Gateway and `lambda_http` the whole body is buffered before anything is sent, so a
+//! handler that streams a slow body there bounds it itself (with [`current()`]).
+//!
 //! The inner service's errors pass through unchanged (`Infallible` stays `Infallible`).
 //!
 //! # Example
