@@ -14,13 +14,15 @@ pub struct DeadlinePassed(pub(crate) ());
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FollowError {
-    /// The `202` (or a redirect) had no `Location`, or one that is no URI.
+    /// The `202`, a redirect or a status document that says `succeeded` and points at the
+    /// result named no location, or one that is no URI.
     #[error("the {status} answer has no usable Location")]
     NoLocation {
         /// The status of the answer.
         status: StatusCode,
     },
-    /// `Location` names another host, and following other hosts was not allowed.
+    /// A `Location` (or a status document's `resourceLocation`) names another host, and
+    /// following other hosts was not allowed.
     #[error("the task lives on another host ({location}); not followed")]
     OtherHost {
         /// Where it pointed.
