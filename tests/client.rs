@@ -440,4 +440,17 @@ async fn the_layers_preference_joins_the_requests_own() {
         .insert("prefer", "return=minimal".parse().unwrap());
     let seen = text(client.oneshot(request).await.unwrap()).await;
     assert_eq!(seen, "return=minimal | respond-async");
+
+    // `wait` is whole seconds, rounded up: half a second is no `wait=0` ("do not wait").
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new().prefer_wait(Duration::from_millis(500)))
+        .service(hyper_client());
+    let seen = text(
+        client
+            .oneshot(post(format!("http://{addr}/prefer")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen, "wait=1");
 }

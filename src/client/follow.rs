@@ -120,9 +120,10 @@ impl FollowLayer {
     }
 
     /// Sends `Prefer: wait=N` on the first request: the server answers in the foreground if
-    /// it can within `wait` (whole seconds).
+    /// it can within `wait` (whole seconds, rounded up).
     pub fn prefer_wait(mut self, wait: Duration) -> Self {
-        self.config.prefer = HeaderValue::try_from(format!("wait={}", wait.as_secs())).ok();
+        let seconds = deadline::seconds_up(wait);
+        self.config.prefer = HeaderValue::try_from(format!("wait={seconds}")).ok();
         self
     }
 

@@ -81,6 +81,6 @@ pub use self::header::TrustedHeader;
 pub use self::layer::{DeadlineLayer, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};
 pub use self::scope::current;
 pub use self::service::DeadlineService;
-pub(crate) use self::value::later;
+pub(crate) use self::value::{later, seconds_up};
 pub use self::value::{Deadline, DeadlineExceeded, DeadlineSource};
 pub use crate::ConfigError;

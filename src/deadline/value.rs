@@ -15,6 +15,15 @@ pub(crate) fn later(at: Instant, duration: Duration) -> Instant {
     at + duration.min(FAR)
 }
 
+/// `duration` in whole seconds, rounded up: what a header counted in seconds (`Retry-After`,
+/// `Prefer: wait`) says of a duration, never less than it (half a second is `1`, not `0`).
+#[inline]
+pub(crate) fn seconds_up(duration: Duration) -> u64 {
+    duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
+}
+
 /// The instant by which the current request's work must be done, and which source set it.
 ///
 /// [`DeadlineLayer`](super::DeadlineLayer) puts it in the request's extensions and makes it

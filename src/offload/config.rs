@@ -91,9 +91,5 @@ impl Config {
 
 /// Whole seconds, rounded up: a client must not come back before the hint.
 pub(crate) fn retry_after(after: Duration) -> HeaderValue {
-    HeaderValue::from(
-        after
-            .as_secs()
-            .saturating_add(u64::from(after.subsec_nanos() > 0)),
-    )
+    HeaderValue::from(crate::deadline::seconds_up(after))
 }
