@@ -100,13 +100,22 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+// The names of the variants the targets divide: one spelling for `each_variant!` and the
+// ratio table, which finds them by name.
+const BARE: &str = "bare";
+const TOWER_TIMEOUT: &str = "tower Timeout";
+const TOWER_HTTP_TIMEOUT: &str = "tower-http TimeoutLayer";
+const ESCALATE: &str = "EscalateLayer";
+const DEADLINE: &str = "DeadlineLayer";
+const STACK: &str = "all three (one ServiceBuilder)";
+
 /// Runs `$body` with `$svc` bound to each variant over the handler that awaits once or not
 /// (`$awaits`), in a fixed order.
 macro_rules! each_variant {
     ($awaits:literal, $svc:ident, $name:ident => $body:expr) => {{
         let offload = OffloadLayer::new(MemoryStore::new());
         {
-            let ($name, $svc) = ("bare", handler::<_, $awaits>());
+            let ($name, $svc) = (BARE, handler::<_, $awaits>());
             $body
         }
         {
@@ -121,7 +130,7 @@ macro_rules! each_variant {
         }
         {
             let ($name, $svc) = (
-                "tower-http TimeoutLayer",
+                TOWER_HTTP_TIMEOUT,
                 tower_http::timeout::TimeoutLayer::with_status_code(
                     http::StatusCode::GATEWAY_TIMEOUT,
                     BUDGET,
@@ -132,21 +141,21 @@ macro_rules! each_variant {
         }
         {
             let ($name, $svc) = (
-                "tower Timeout",
+                TOWER_TIMEOUT,
                 tower::timeout::TimeoutLayer::new(BUDGET).layer(handler::<_, $awaits>()),
             );
             $body
         }
         {
             let ($name, $svc) = (
-                "EscalateLayer",
+                ESCALATE,
                 EscalateLayer::new().layer(handler::<_, $awaits>()),
             );
             $body
         }
         {
             let ($name, $svc) = (
-                "DeadlineLayer",
+                DEADLINE,
                 DeadlineLayer::new(BUDGET).layer(handler::<_, $awaits>()),
             );
             $body
@@ -164,7 +173,7 @@ macro_rules! each_variant {
                 .layer(DeadlineLayer::new(BUDGET))
                 .layer(offload.clone())
                 .service(handler::<_, $awaits>());
-            let ($name, $svc) = ("all three (one ServiceBuilder)", stack);
+            let ($name, $svc) = (STACK, stack);
             $body
         }
     }};
@@ -363,20 +372,20 @@ fn ratio_table() {
             println!(
                 "| {name} | {:.1} | {:.3} |",
                 median(times.clone()),
-                ratio(name, "bare")
+                ratio(name, BARE)
             );
         }
         println!(
             "| target: EscalateLayer / bare (≤ 1.05) | | {:.3} |",
-            ratio("EscalateLayer", "bare")
+            ratio(ESCALATE, BARE)
         );
         println!(
             "| target: DeadlineLayer / tower Timeout (≤ 1.1) | | {:.3} |",
-            ratio("DeadlineLayer", "tower Timeout")
+            ratio(DEADLINE, TOWER_TIMEOUT)
         );
         println!(
             "| target: all three / tower-http TimeoutLayer (≤ 1.5) | | {:.3} |",
-            ratio("all three (one ServiceBuilder)", "tower-http TimeoutLayer")
+            ratio(STACK, TOWER_HTTP_TIMEOUT)
         );
     }
     println!();
