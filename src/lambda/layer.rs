@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +11,7 @@ use http::{Request, Uri};
 use lambda_http::lambda_runtime::LambdaInvocation;
 use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
+use percent_encoding::percent_decode_str;
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tower::{Layer, Service};
@@ -135,13 +137,34 @@ fn client_path_and_stage<B>(request: &Request<B>) -> Option<(&str, Option<&str>)
     Some((client_path, stage))
 }
 
+/// `path` with its percent-encoded bytes decoded; borrowed when it has none.
+fn decoded(path: &str) -> Cow<'_, str> {
+    percent_decode_str(path).decode_utf8_lossy()
+}
+
+/// The end of `path` that `decoded`, `path` decoded, ends with `end`: as many segments, in
+/// `path`'s own spelling. `None` when decoding made a slash (`%2F`): the segments differ.
+fn spelled_as<'a>(path: &'a str, decoded: &str, end: &str) -> Option<&'a str> {
+    let slashes = |text: &str| text.bytes().filter(|b| *b == b'/').count();
+    if slashes(path) != slashes(decoded) {
+        return None;
+    }
+    let front = slashes(decoded) - slashes(end);
+    let at = path
+        .match_indices('/')
+        .nth(front)
+        .map_or(path.len(), |(at, _)| at);
+    Some(&path[at..])
+}
+
 /// The end of `path` that is the API's own path: the REST resource (`/jobs/{id}`,
 /// `/{proxy+}`) or the HTTP API route's path, with the path parameters filled in. That path
 /// is what the routes are written for; in front of it the event's path may have the stage,
 /// a custom domain's base path (`/v1`), or both, depending on the URL the client called.
+/// The parameters' values are decoded and the path is not, so they are matched decoded.
 /// `None` when the event names no such path (`$default`), or when `path` does not end with
-/// it (a parameter's value that the path has percent-encoded, for one). A trailing `/` on
-/// either side is not a difference.
+/// it (an encoded slash in a parameter's value, for one). A trailing `/` on either side is
+/// not a difference.
 fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
     let template = match request.request_context_ref()? {
         RequestContext::ApiGatewayV1(context) => context.resource_path.as_deref()?,
@@ -154,8 +177,10 @@ fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
     if template.is_empty() {
         return Some("/");
     }
-    // Matched from the end, a segment at a time, so that nothing is built per request.
-    let mut rest = path.trim_end_matches('/');
+    // Matched from the end, a segment at a time, so that nothing is built per request (but
+    // the decoded path, when the path has an encoded byte).
+    let plain = decoded(path);
+    let mut rest = plain.trim_end_matches('/');
     for segment in template.rsplit('/') {
         let expected = match segment
             .strip_prefix('{')
@@ -172,7 +197,26 @@ fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
         };
         rest = rest.strip_suffix(expected)?.strip_suffix('/')?;
     }
-    Some(&path[rest.len()..])
+    spelled_as(path, &plain, &plain[rest.len()..])
+}
+
+/// The part of `client_path` in front of `routed`, an end of the path the client called,
+/// if any. Spelled differently (one percent-encoded where the other is not, as an HTTP
+/// API's decoded `rawPath` and the URI's encoded path are), they are compared decoded. The
+/// root (`/`) is the whole of `/v1` as well as the end of `/v1/`.
+fn in_front<'a>(client_path: &'a str, routed: &str) -> Option<&'a str> {
+    let front = match client_path.strip_suffix(routed) {
+        Some(front) => front,
+        None if routed == "/" => client_path.trim_end_matches('/'),
+        None => {
+            let client = decoded(client_path);
+            let end = decoded(routed);
+            let end = &client[client.strip_suffix(&*end)?.len()..];
+            let rest = spelled_as(client_path, &client, end)?;
+            &client_path[..client_path.len() - rest.len()]
+        }
+    };
+    Some(front).filter(|front| !front.is_empty())
 }
 
 /// `path` without its leading segments `/<segments>` (a stage, a base path).
@@ -231,12 +275,7 @@ impl<S> LambdaService<S> {
         if let Some(base_path) = base_path {
             routed = without_leading(routed, base_path).unwrap_or(routed);
         }
-        // The root (`/`) is the whole of `/v1` as well as the end of `/v1/`.
-        let prefix = client_path
-            .strip_suffix(routed)
-            .or_else(|| (routed == "/").then(|| client_path.trim_end_matches('/')))
-            .filter(|prefix| !prefix.is_empty())
-            .map(str::to_owned);
+        let prefix = in_front(client_path, routed).map(str::to_owned);
         if routed.len() != path.len() {
             // The routed path is the end of the path (but for the root: `/` of `/v1`), so the
             // new path and query is the end of the old one: one copy, no `format!`.
@@ -673,6 +712,53 @@ mod tests {
         assert_eq!(jobs("/v1/jobs/", "jobs").as_deref(), Some("/jobs/"));
         assert_eq!(jobs("/v1/jobs", "jobs/").as_deref(), Some("/jobs"));
         assert_eq!(jobs("/v1/xjobs", "jobs"), None);
-        assert_eq!(jobs("/jobs/a%20b", "jobs/a b"), None);
+        // The parameters' values are decoded, the path is not: matched decoded, taken
+        // from the path as it is.
+        assert_eq!(
+            jobs("/v1/jobs/a%20b", "jobs/a b").as_deref(),
+            Some("/jobs/a%20b")
+        );
+        assert_eq!(
+            jobs("/v1/jobs/caf%C3%A9", "jobs/café").as_deref(),
+            Some("/jobs/caf%C3%A9")
+        );
+    }
+
+    #[test]
+    fn a_path_with_encoded_characters_keeps_its_prefix() {
+        // A REST API keeps the client's encoding in `path`; its parameters are decoded.
+        assert_eq!(
+            routed(rest(
+                "/v1/files/a%20b",
+                "/v1/files/a%20b",
+                "/files/{name}",
+                json!({ "name": "a b" })
+            )),
+            ("/files/a%20b".to_owned(), Some("/v1".to_owned()))
+        );
+        // An HTTP API decodes `rawPath`; lambda_http encodes the URI's path again.
+        assert_eq!(
+            routed(http_api(
+                "/prod/reports/q1 2026",
+                "prod",
+                "ANY /{proxy+}",
+                "reports/q1 2026"
+            )),
+            ("/reports/q1%202026".to_owned(), Some("/prod".to_owned()))
+        );
+        assert_eq!(
+            routed(http_api(
+                "/orders/pets/caf\u{e9}",
+                "$default",
+                "ANY /{proxy+}",
+                "pets/caf\u{e9}"
+            )),
+            ("/pets/caf%C3%A9".to_owned(), Some("/orders".to_owned()))
+        );
+        // `$default` names no path: the named stage comes off, and is the prefix.
+        assert_eq!(
+            routed(http_api("/prod/a b", "prod", "$default", "")),
+            ("/a%20b".to_owned(), Some("/prod".to_owned()))
+        );
     }
 }
