@@ -161,8 +161,8 @@ fn spelled_as<'a>(path: &'a str, decoded: &str, end: &str) -> Option<&'a str> {
 /// `/{proxy+}`) or the HTTP API route's path, with the path parameters filled in. That path
 /// is what the routes are written for; in front of it the event's path may have the stage,
 /// a custom domain's base path (`/v1`), or both, depending on the URL the client called.
-/// The parameters' values are decoded and the path is not, so they are matched decoded.
-/// `None` when the event names no such path (`$default`), or when `path` does not end with
+/// Matched as spelled, then decoded (API Gateway's REST events carry the path encoded and
+/// the parameters' values decoded). `None` when the event names no such path (`$default`), or when `path` does not end with
 /// it (an encoded slash in a parameter's value, for one). A trailing `/` on either side is
 /// not a difference.
 fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
@@ -177,10 +177,28 @@ fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
     if template.is_empty() {
         return Some("/");
     }
-    // Matched from the end, a segment at a time, so that nothing is built per request (but
-    // the decoded path, when the path has an encoded byte).
+    // As the event spells them, then decoded: API Gateway sends a REST path encoded and
+    // its parameters decoded, an emulator may send both alike.
+    if let Some(api) = ends_with_template(request, template, path) {
+        return Some(api);
+    }
     let plain = decoded(path);
-    let mut rest = plain.trim_end_matches('/');
+    if matches!(plain, Cow::Borrowed(_)) {
+        return None;
+    }
+    let api = ends_with_template(request, template, &plain)?;
+    spelled_as(path, &plain, api)
+}
+
+/// The end of `path` that is `template` (without its leading `/`) with the request's path
+/// parameters filled in. Matched from the end, a segment at a time, so that nothing is
+/// built per request.
+fn ends_with_template<'a, B>(
+    request: &Request<B>,
+    template: &str,
+    path: &'a str,
+) -> Option<&'a str> {
+    let mut rest = path.trim_end_matches('/');
     for segment in template.rsplit('/') {
         let expected = match segment
             .strip_prefix('{')
@@ -197,7 +215,7 @@ fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
         };
         rest = rest.strip_suffix(expected)?.strip_suffix('/')?;
     }
-    spelled_as(path, &plain, &plain[rest.len()..])
+    Some(&path[rest.len()..])
 }
 
 /// The part of `client_path` in front of `routed`, an end of the path the client called,
@@ -721,6 +739,11 @@ mod tests {
         assert_eq!(
             jobs("/v1/jobs/caf%C3%A9", "jobs/café").as_deref(),
             Some("/jobs/caf%C3%A9")
+        );
+        // Spelled alike (an emulator's events), matched as they are.
+        assert_eq!(
+            jobs("/v1/jobs/a%20b", "jobs/a%20b").as_deref(),
+            Some("/jobs/a%20b")
         );
     }
 
