@@ -453,4 +453,19 @@ async fn the_layers_preference_joins_the_requests_own() {
     )
     .await;
     assert_eq!(seen, "wait=1");
+
+    // Both, in either order: the foreground for up to `wait`, then a `202`.
+    for layer in [
+        FollowLayer::new()
+            .respond_async()
+            .prefer_wait(Duration::from_secs(10)),
+        FollowLayer::new()
+            .prefer_wait(Duration::from_secs(10))
+            .respond_async(),
+    ] {
+        let client = ServiceBuilder::new().layer(layer).service(hyper_client());
+        let request = post(format!("http://{addr}/prefer"));
+        let seen = text(client.oneshot(request).await.unwrap()).await;
+        assert_eq!(seen, "respond-async, wait=10");
+    }
 }

@@ -54,6 +54,9 @@ pub struct FollowLayer {
 #[derive(Clone, Debug)]
 struct Config {
     max_wait: Duration,
+    // The two preferences, and the header they make, made once.
+    respond_async: bool,
+    wait: Option<u64>,
     prefer: Option<HeaderValue>,
     other_hosts: bool,
     cancel_on_drop: bool,
@@ -75,6 +78,8 @@ impl FollowLayer {
         Self {
             config: Config {
                 max_wait: Duration::from_secs(300),
+                respond_async: false,
+                wait: None,
                 prefer: None,
                 other_hosts: false,
                 cancel_on_drop: false,
@@ -113,17 +118,20 @@ impl FollowLayer {
     }
 
     /// Sends `Prefer: respond-async` on the first request: the server answers `202` at once
-    /// and the layer polls, which holds no connection open for long.
+    /// and the layer polls, which holds no connection open for long. With
+    /// [`prefer_wait`](Self::prefer_wait) too, `Prefer: respond-async, wait=N`: the server
+    /// answers in the foreground within `N` seconds, else `202` (RFC 7240).
     pub fn respond_async(mut self) -> Self {
-        self.config.prefer = Some(HeaderValue::from_static("respond-async"));
+        self.config.respond_async = true;
+        self.config.prefer = prefer(true, self.config.wait);
         self
     }
 
     /// Sends `Prefer: wait=N` on the first request: the server answers in the foreground if
     /// it can within `wait` (whole seconds, rounded up).
     pub fn prefer_wait(mut self, wait: Duration) -> Self {
-        let seconds = deadline::seconds_up(wait);
-        self.config.prefer = HeaderValue::try_from(format!("wait={seconds}")).ok();
+        self.config.wait = Some(deadline::seconds_up(wait));
+        self.config.prefer = prefer(self.config.respond_async, self.config.wait);
         self
     }
 
@@ -272,6 +280,17 @@ where
             }
         })
     }
+}
+
+/// The `Prefer` header of the preferences set on the layer, if any.
+fn prefer(respond_async: bool, wait: Option<u64>) -> Option<HeaderValue> {
+    let value = match (respond_async, wait) {
+        (false, None) => return None,
+        (true, None) => "respond-async".to_owned(),
+        (false, Some(wait)) => format!("wait={wait}"),
+        (true, Some(wait)) => format!("respond-async, wait={wait}"),
+    };
+    HeaderValue::try_from(value).ok()
 }
 
 /// What a poll of the status URL said.
