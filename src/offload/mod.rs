@@ -17,7 +17,11 @@
 //! [`max_result_bytes`](OffloadLayer::max_result_bytes)) is stored as succeeded; a panic, an
 //! `Err`, an oversized body or the background deadline is stored as failed, with a reason
 //! for clients (the detail goes to the log). The [status endpoint](TaskStatusService) serves
-//! polls, replays results and cancels.
+//! polls, replays results and cancels. `<prefix>/<id>/result` replays the stored response
+//! whole, `Set-Cookie` included: the id (at least 112 random bits) is the capability of the
+//! client it was given to (bind tasks to their [`owner`](OffloadLayer::owner) when ids may
+//! travel further). A keyed retry's replay, whose key the client chose, leaves `Set-Cookie`
+//! out.
 //!
 //! Requests choose with `Prefer` (RFC 7240): `respond-async` gets the `202` at once,
 //! `wait=N` sets the threshold to N seconds (capped by [`max_wait`](OffloadLayer::max_wait)),
