@@ -469,3 +469,56 @@ async fn the_layers_preference_joins_the_requests_own() {
         assert_eq!(seen, "respond-async, wait=10");
     }
 }
+
+#[tokio::test]
+async fn a_shorter_budget_the_request_states_is_passed_on_as_it_is() {
+    let app = Router::new().route(
+        "/budget",
+        get(|headers: http::HeaderMap| async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .map_or("none", |v| v.to_str().unwrap())
+                    .to_owned()
+            };
+            format!("{} {}", header("grpc-timeout"), header("x-timeout-ms"))
+        }),
+    );
+    let addr = common::serve(app).await;
+    let deadline = Deadline::after(Duration::from_secs(20), DeadlineSource::Custom("caller"));
+    for (layer, stated, kept) in [
+        (
+            PropagateDeadlineLayer::grpc_timeout(),
+            "grpc-timeout",
+            "100m",
+        ),
+        (
+            PropagateDeadlineLayer::millis(http::HeaderName::from_static("x-timeout-ms")),
+            "x-timeout-ms",
+            "100",
+        ),
+    ] {
+        let client = ServiceBuilder::new().layer(layer).service(hyper_client());
+        let mut request = Request::get(format!("http://{addr}/budget"))
+            .body(Full::default())
+            .unwrap();
+        request.headers_mut().insert(stated, kept.parse().unwrap());
+        let answer = deadline.scope(client.oneshot(request)).await.unwrap();
+        let answer = text(answer.map(|b| b.map_err(BoxError::from))).await;
+        assert!(answer.split(' ').any(|seen| seen == kept), "{answer}");
+    }
+    // A longer one is shortened to what remains.
+    let client = ServiceBuilder::new()
+        .layer(PropagateDeadlineLayer::grpc_timeout())
+        .service(hyper_client());
+    let mut request = Request::get(format!("http://{addr}/budget"))
+        .body(Full::default())
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("grpc-timeout", "5M".parse().unwrap());
+    let answer = deadline.scope(client.oneshot(request)).await.unwrap();
+    let answer = text(answer.map(|b| b.map_err(BoxError::from))).await;
+    let sent = answer.split(' ').next().unwrap();
+    assert!(sent != "5M" && sent.ends_with('u'), "{answer}");
+}

@@ -11,7 +11,7 @@ use tokio::time::Sleep;
 use tower::{BoxError, Layer, Service};
 
 use super::DeadlinePassed;
-use crate::deadline::{self, Deadline};
+use crate::deadline::{self, Deadline, TrustedHeader};
 
 /// Passes what remains of the current [`Deadline`] on to the called service, and cuts the
 /// call at the deadline.
@@ -20,7 +20,8 @@ use crate::deadline::{self, Deadline};
 /// [`DeadlineLayer`](crate::DeadlineLayer), or a [`Deadline::scope`]), else a `Deadline` in
 /// the outbound request's extensions. Without one, requests pass untouched. With one, the
 /// request carries the remaining time, as `grpc-timeout` or a header of milliseconds, the
-/// forms a [`TrustedHeader`](crate::deadline::TrustedHeader) reads; a deadline already
+/// forms a [`TrustedHeader`] reads (a shorter budget the request already states in that
+/// header is kept); a deadline already
 /// passed fails the call at once with [`DeadlinePassed`], sending nothing; a call still
 /// running at the deadline is dropped with the same error. See the
 /// [module docs](super) for an example.
@@ -34,6 +35,16 @@ pub struct PropagateDeadlineLayer {
 enum Header {
     GrpcTimeout,
     Millis(HeaderName),
+}
+
+impl Header {
+    /// The same header as an inbound [`TrustedHeader`] reads it.
+    fn trusted(&self) -> TrustedHeader {
+        match self {
+            Self::GrpcTimeout => TrustedHeader::GrpcTimeout,
+            Self::Millis(name) => TrustedHeader::Millis(name.clone()),
+        }
+    }
 }
 
 impl PropagateDeadlineLayer {
@@ -110,7 +121,16 @@ where
                 state: State::Passed,
             };
         };
-        request.headers_mut().insert(name, value);
+        // A shorter budget the request states itself stays: passed on, a deadline shortens
+        // the time a call has, never extends it.
+        let stated = request
+            .headers()
+            .contains_key(&name)
+            .then(|| self.header.trusted().budget(request.headers()))
+            .flatten();
+        if stated.is_none_or(|stated| stated >= deadline.remaining()) {
+            request.headers_mut().insert(name, value);
+        }
         PropagateDeadlineFuture {
             state: State::Bounded {
                 future: self.inner.call(request),
