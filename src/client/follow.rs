@@ -408,6 +408,10 @@ where
                 .and_then(|d| d[field].as_str())
                 .map(str::to_owned)
         };
+        let pointer = match parts.headers.get(LOCATION) {
+            Some(location) => Some(location.to_str().ok().map(str::to_owned)),
+            None => text("resourceLocation").map(Some),
+        };
         match state.as_deref() {
             Some("pending" | "running" | "inprogress" | "notstarted" | "accepted") => {
                 Ok(Polled::Running(retry))
@@ -422,16 +426,12 @@ where
                 location: self.location.clone(),
             }
             .into()),
-            Some("succeeded")
-                if parts.headers.contains_key(LOCATION) || text("resourceLocation").is_some() =>
-            {
-                let target = match parts.headers.get(LOCATION) {
-                    Some(location) => location.to_str().ok().map(str::to_owned),
-                    None => text("resourceLocation"),
-                };
+            // Pointed at by `Location`, else `resourceLocation` (`Some(None)`: a `Location`
+            // that is no text, which resolves to `NoLocation`).
+            Some("succeeded") if pointer.is_some() => {
                 let result = resolve(
                     &self.location,
-                    target.as_deref(),
+                    pointer.flatten().as_deref(),
                     self.other_hosts,
                     parts.status,
                 )?;

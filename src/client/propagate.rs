@@ -21,10 +21,9 @@ use crate::deadline::{self, Deadline, TrustedHeader};
 /// the outbound request's extensions. Without one, requests pass untouched. With one, the
 /// request carries the remaining time, as `grpc-timeout` or a header of milliseconds, the
 /// forms a [`TrustedHeader`] reads (a shorter budget the request already states in that
-/// header is kept); a deadline already
-/// passed fails the call at once with [`DeadlinePassed`], sending nothing; a call still
-/// running at the deadline is dropped with the same error. See the
-/// [module docs](super) for an example.
+/// header is kept); a deadline already passed fails the call at once with
+/// [`DeadlinePassed`], sending nothing; a call still running at the deadline is dropped
+/// with the same error. See the [module docs](super) for an example.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct PropagateDeadlineLayer {

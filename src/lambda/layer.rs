@@ -142,14 +142,15 @@ fn decoded(path: &str) -> Cow<'_, str> {
     percent_decode_str(path).decode_utf8_lossy()
 }
 
-/// The end of `path` that `decoded`, `path` decoded, ends with `end`: as many segments, in
-/// `path`'s own spelling. `None` when decoding made a slash (`%2F`): the segments differ.
+/// The end of `path` that is `end`, an end of `decoded` (`path` decoded): as many segments,
+/// in `path`'s own spelling. `None` when decoding made a slash (`%2F`): the segments differ.
 fn spelled_as<'a>(path: &'a str, decoded: &str, end: &str) -> Option<&'a str> {
     let slashes = |text: &str| text.bytes().filter(|b| *b == b'/').count();
-    if slashes(path) != slashes(decoded) {
+    let all = slashes(path);
+    if all != slashes(decoded) {
         return None;
     }
-    let front = slashes(decoded) - slashes(end);
+    let front = all - slashes(end);
     let at = path
         .match_indices('/')
         .nth(front)
@@ -162,9 +163,9 @@ fn spelled_as<'a>(path: &'a str, decoded: &str, end: &str) -> Option<&'a str> {
 /// is what the routes are written for; in front of it the event's path may have the stage,
 /// a custom domain's base path (`/v1`), or both, depending on the URL the client called.
 /// Matched as spelled, then decoded (API Gateway's REST events carry the path encoded and
-/// the parameters' values decoded). `None` when the event names no such path (`$default`), or when `path` does not end with
-/// it (an encoded slash in a parameter's value, for one). A trailing `/` on either side is
-/// not a difference.
+/// the parameters' values decoded). `None` when the event names no such path (`$default`),
+/// or when `path` does not end with it (an encoded slash in a parameter's value, for one).
+/// A trailing `/` on either side is not a difference.
 fn api_path<'a, B>(request: &Request<B>, path: &'a str) -> Option<&'a str> {
     let template = match request.request_context_ref()? {
         RequestContext::ApiGatewayV1(context) => context.resource_path.as_deref()?,
@@ -227,10 +228,11 @@ fn in_front<'a>(client_path: &'a str, routed: &str) -> Option<&'a str> {
         Some(front) => front,
         None if routed == "/" => client_path.trim_end_matches('/'),
         None => {
-            let client = decoded(client_path);
-            let end = decoded(routed);
-            let end = &client[client.strip_suffix(&*end)?.len()..];
-            let rest = spelled_as(client_path, &client, end)?;
+            let (client, end) = (decoded(client_path), decoded(routed));
+            if !client.ends_with(&*end) {
+                return None;
+            }
+            let rest = spelled_as(client_path, &client, &end)?;
             &client_path[..client_path.len() - rest.len()]
         }
     };
