@@ -522,3 +522,38 @@ async fn a_shorter_budget_the_request_states_is_passed_on_as_it_is() {
     let sent = answer.split(' ').next().unwrap();
     assert!(sent != "5M" && sent.ends_with('u'), "{answer}");
 }
+
+#[tokio::test]
+async fn the_forwarded_headers_are_the_ones_named() {
+    // The status URL answers the result itself: the headers its poll carried.
+    let addr = pointing(Router::new().route(
+        "/status",
+        get(|headers: http::HeaderMap| async move {
+            let mut seen: Vec<_> = ["authorization", "cookie", "x-api-key"]
+                .into_iter()
+                .filter(|name| headers.contains_key(*name))
+                .collect();
+            seen.sort_unstable();
+            seen.join(" ")
+        }),
+    ))
+    .await;
+    let api_key = http::HeaderName::from_static("x-api-key");
+    for (layer, seen) in [
+        (FollowLayer::new(), "authorization cookie"),
+        (
+            FollowLayer::new().forward_headers([api_key.clone()]),
+            "x-api-key",
+        ),
+        (FollowLayer::new().forward_headers([]), ""),
+    ] {
+        let mut request = post(format!("http://{addr}/job"));
+        let headers = request.headers_mut();
+        headers.insert("authorization", "Bearer alice".parse().unwrap());
+        headers.insert("cookie", "session=alice".parse().unwrap());
+        headers.insert(api_key.clone(), "k-1".parse().unwrap());
+        let client = ServiceBuilder::new().layer(layer).service(hyper_client());
+        let answer = client.oneshot(request).await.unwrap();
+        assert_eq!(text(answer).await, seen);
+    }
+}
