@@ -489,6 +489,49 @@ async fn status_endpoint_rejects_bad_ids_and_methods() {
     offload.detached().wait_idle().await;
 }
 
+/// A poll's answer changes while the task runs, so no cache in front may keep it (CloudFront
+/// keeps a `GET`'s `200` for a day when the origin says nothing). The result is a `POST`'s
+/// answer made readable by `GET`: a shared cache must not hand it to another client, unless
+/// the handler said it may.
+#[tokio::test]
+async fn caches_keep_no_status_answer_and_share_no_result() {
+    async fn public(Path(ms): Path<u64>) -> ([(&'static str, &'static str); 1], &'static str) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ([("cache-control", "public, max-age=60")], "for everyone")
+    }
+    let offload = layer();
+    let routes = routes().route("/public/{ms}", post(public));
+    let client = Client::new(serve(&offload, routes).await);
+    let status_url = assert_accepted(&client.post("/work/300").await);
+    let public_url = assert_accepted(&client.post("/public/300").await);
+    let unknown = format!("/tasks/{}", TaskId::random().unwrap());
+    let answers = [
+        ("pending", client.get(&status_url).await),
+        (
+            "early result",
+            client.get(&format!("{status_url}/result")).await,
+        ),
+        ("unknown", client.get(&unknown).await),
+        ("method", client.send("PUT", &status_url, &[]).await),
+    ];
+    for (what, answer) in answers {
+        assert_eq!(answer.header("cache-control"), "no-store", "{what}");
+    }
+    offload.detached().wait_idle().await;
+    let done = client.get(&status_url).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.header("cache-control"), "no-store");
+    let result = client.get(&location(&done)).await;
+    assert_eq!(
+        (result.status, result.text()),
+        (StatusCode::CREATED, "worked 300")
+    );
+    assert_eq!(result.header("cache-control"), "private");
+    let public = client.get(&format!("{public_url}/result")).await;
+    assert_eq!(public.text(), "for everyone");
+    assert_eq!(public.header("cache-control"), "public, max-age=60");
+}
+
 #[tokio::test]
 async fn a_store_that_fails_gives_no_202_but_a_foreground_answer() {
     let offload = OffloadLayer::new(FailingStore).after(AFTER);
@@ -511,6 +554,7 @@ async fn a_store_that_fails_gives_no_202_but_a_foreground_answer() {
         .await;
     assert_eq!(status.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(status.header("retry-after"), "1");
+    assert_eq!(status.header("cache-control"), "no-store");
     assert!(!status.text().contains("injected"), "internal text leaked");
 }
 

@@ -26,7 +26,10 @@ use super::TaskId;
 ///
 /// Unknown, expired, malformed or another owner's ids answer `404` (malformed ones without
 /// a store call); other methods `405`; a store that cannot be reached `503` with
-/// `Retry-After`. Get it from [`OffloadLayer::status_service`](super::OffloadLayer::status_service).
+/// `Retry-After`. The endpoint's own answers carry `Cache-Control: no-store`, so that no
+/// cache in front keeps a poll's answer; a replayed result carries the handler's
+/// `Cache-Control`, or `private` when it set none, so that no shared cache hands it to
+/// another client. Get it from [`OffloadLayer::status_service`](super::OffloadLayer::status_service).
 #[derive(Clone)]
 pub struct TaskStatusService {
     config: Arc<Config>,
@@ -161,7 +164,17 @@ async fn result(
         return Ok(not_found(Some(id)));
     };
     Ok(match record.result {
-        Some(stored) if record.state == TaskState::Succeeded => (*stored).into_response(),
+        Some(stored) if record.state == TaskState::Succeeded => {
+            // The answer to a `POST`, say, now readable by `GET`: a shared cache in front
+            // would hand it to whoever asks for the URL, owner or not. The handler's own
+            // `Cache-Control` stands.
+            let mut response = (*stored).into_response();
+            response
+                .headers_mut()
+                .entry(header::CACHE_CONTROL)
+                .or_insert(HeaderValue::from_static("private"));
+            response
+        }
         _ => {
             let mut body = record_json(&record);
             body["error"] = Value::from(match record.state {
@@ -214,8 +227,15 @@ fn record_json(record: &TaskRecord) -> Value {
     body
 }
 
+/// Every answer of the endpoint's own is `no-store`: a poll's changes while the task runs,
+/// and a cache in front (CloudFront keeps a `GET`'s `200` for a day when the origin says
+/// nothing) would answer `pending` long after the task ended.
 fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    crate::response::json(status, body.to_string())
+    let mut response = crate::response::json(status, body.to_string());
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 fn not_found(id: Option<TaskId>) -> Response<Full<Bytes>> {
