@@ -266,14 +266,15 @@ impl Keeper {
         work::store_later(self.config, self.id, self.reservation, outcome);
     }
 
-    fn succeeded(self) {
-        let Some(copy) = &self.copy else {
+    fn succeeded(mut self) {
+        let Some(copy) = self.copy.take() else {
             return self.store(TaskOutcome::failed(reason::NOT_KEPT));
         };
+        // Taken, not cloned: the copy may be `max_result_bytes` long.
         let response = StoredResponse {
             status: self.status,
-            headers: self.headers.clone(),
-            body: copy.clone().freeze(),
+            headers: std::mem::take(&mut self.headers),
+            body: copy.freeze(),
         };
         self.store(TaskOutcome::Succeeded(response));
     }
