@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -62,9 +63,18 @@ impl<B: Body + Unpin> RequestBody<B> {
                 }
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
-                        let chunk = data.chunk();
-                        let take = chunk.len().min(FINGERPRINT_PREFIX - read);
-                        fingerprint.update(&chunk[..take]);
+                        // Every chunk of the frame, not only the first: a body of chained
+                        // buffers differs from another anywhere in them. (A buffer type that
+                        // keeps `Buf`'s default `chunks_vectored` shows its first chunk only,
+                        // and only that one can be read without consuming it.)
+                        let mut chunks = [IoSlice::new(&[]); 16];
+                        let filled = data.chunks_vectored(&mut chunks);
+                        let mut at = read;
+                        for chunk in &chunks[..filled] {
+                            let take = chunk.len().min(FINGERPRINT_PREFIX.saturating_sub(at));
+                            fingerprint.update(&chunk[..take]);
+                            at += chunk.len();
+                        }
                         read += data.remaining();
                     }
                     self.ahead.push_back(frame);
@@ -347,5 +357,35 @@ impl Drop for Kept {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Buf;
+    use http::Request;
+
+    use super::*;
+
+    /// The fingerprint of a `POST /refund` whose body is one frame of `data`.
+    async fn fingerprint_of(data: impl Buf + Unpin) -> String {
+        let parts = Request::post("/refund").body(()).unwrap().into_parts().0;
+        let mut fingerprint = Fingerprint::new(&parts);
+        let body = RequestBody::new(Full::new(data))
+            .read_ahead(&mut fingerprint)
+            .await;
+        assert_eq!(body.ahead.len(), 1, "the frame is given back");
+        fingerprint.finish()
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_reads_every_chunk_of_a_frame() {
+        let chained =
+            |a: &'static [u8], b: &'static [u8]| Bytes::from_static(a).chain(Bytes::from_static(b));
+        let small = fingerprint_of(chained(b"{\"amount\":", b"1}")).await;
+        let large = fingerprint_of(chained(b"{\"amount\":", b"1000}")).await;
+        assert_ne!(small, large, "another body is another request");
+        let whole = fingerprint_of(Bytes::from_static(b"{\"amount\":1}")).await;
+        assert_eq!(small, whole, "the bytes count, not how they are chunked");
     }
 }
