@@ -9,6 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -221,29 +222,7 @@ async fn the_remaining_time_reaches_the_next_server() {
 
 #[tokio::test]
 async fn a_server_that_asks_for_a_wait_past_any_clock_ends_the_following_without_a_panic() {
-    let status_calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = status_calls.clone();
-    let accepted = || {
-        (
-            StatusCode::ACCEPTED,
-            [
-                ("location", "/status"),
-                ("retry-after", "18446744073709551615"),
-            ],
-        )
-    };
-    let server = Router::new()
-        .route(
-            "/job",
-            axum::routing::post(move || async move { accepted() }),
-        )
-        .route(
-            "/status",
-            get(move || {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                async move { accepted() }
-            }),
-        );
+    let (server, status_calls) = job_server("18446744073709551615", || None);
     let addr = common::serve(server).await;
     let client = ServiceBuilder::new()
         .layer(FollowLayer::new().max_wait(Duration::from_millis(300)))
@@ -264,6 +243,93 @@ async fn a_server_that_asks_for_a_wait_past_any_clock_ends_the_following_without
         0,
         "a wait past the follower's own limit is not waited for"
     );
+}
+
+/// A server whose `POST /job` answers `202` with `Location: /status` and `retry_after`, and
+/// whose `GET /status` answers the same until `done` gives the result; and how many polls
+/// it answered.
+fn job_server<F>(retry_after: &str, done: F) -> (Router, Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn() -> Option<&'static str> + Clone + Send + Sync + 'static,
+{
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = polls.clone();
+    let retry_after = retry_after.to_owned();
+    let running = move || {
+        let headers = [
+            ("location", "/status".to_owned()),
+            ("retry-after", retry_after.clone()),
+        ];
+        (StatusCode::ACCEPTED, headers).into_response()
+    };
+    let poll = running.clone();
+    let server = Router::new()
+        .route(
+            "/job",
+            axum::routing::post(move || async move { running() }),
+        )
+        .route(
+            "/status",
+            get(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = done().map_or_else(&poll, IntoResponse::into_response);
+                async move { answer }
+            }),
+        );
+    (server, polls)
+}
+
+/// The body `POST /job` on `server` ends with, followed with the default settings.
+async fn followed(server: Router) -> String {
+    let addr = common::serve(server).await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new())
+        .service(hyper_client());
+    let response = client
+        .oneshot(post(format!("http://{addr}/job")))
+        .await
+        .unwrap();
+    text(response).await
+}
+
+/// RFC 9110 lets `Retry-After` be an HTTP date as well as seconds; a server that says
+/// "not before 12:00:02" is not polled at 12:00:00.1.
+#[tokio::test]
+async fn a_retry_after_date_is_waited_for() {
+    let polled = Arc::new(Mutex::new(None));
+    let record = polled.clone();
+    // Whole seconds: an HTTP date has no fractions. One to two seconds ahead.
+    let now = std::time::SystemTime::now();
+    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let not_before = std::time::UNIX_EPOCH + Duration::from_secs(since.as_secs() + 2);
+    let (server, _) = job_server(&httpdate::fmt_http_date(not_before), move || {
+        record
+            .lock()
+            .unwrap()
+            .get_or_insert(std::time::SystemTime::now());
+        Some("done")
+    });
+    assert_eq!(followed(server).await, "done");
+    let polled = polled.lock().unwrap().expect("polled");
+    assert!(
+        polled >= not_before,
+        "polled {:?} before the date",
+        not_before.duration_since(polled).unwrap_or_default()
+    );
+}
+
+/// `Retry-After: 0` (or a date passed) gives no pace: the backoff's applies, not a poll
+/// storm against a server that keeps saying it.
+#[tokio::test]
+async fn a_retry_after_of_nothing_is_no_reason_to_poll_without_pause() {
+    let started = std::time::Instant::now();
+    let (server, polls) = job_server("0", move || {
+        (started.elapsed() >= Duration::from_millis(500)).then_some("done")
+    });
+    assert_eq!(followed(server).await, "done");
+    // The backoff (100 ms, doubling) polls 3 or 4 times in 500 ms; a storm, hundreds.
+    let polls = polls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(polls <= 6, "{polls} polls in 500 ms");
 }
 
 #[tokio::test]

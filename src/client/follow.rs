@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION, RETRY_AFTER};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION};
 use http::uri::{Parts, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -27,8 +27,8 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// Follows a `202 Accepted` to its result, so that one `call` returns the final response.
 ///
 /// After a `202` with `Location` (resolved against the request's URI), it polls that URL,
-/// waiting as `Retry-After` says in seconds (else, or for an HTTP date, 100 ms, doubling to at
-/// most 5 s), and:
+/// waiting as `Retry-After` says, in seconds or until an HTTP date (else 100 ms, doubling to
+/// at most 5 s; also when it asks for no wait, `0` or a date passed), and:
 ///
 /// | the status URL answers | then |
 /// |---|---|
@@ -477,10 +477,9 @@ where
     response.map(|body| body.map_err(Into::into).boxed_unsync())
 }
 
-/// `Retry-After` in seconds; an HTTP date is not honoured (the backoff applies).
+/// What `response`'s `Retry-After` asks to wait, from now.
 fn retry_after<B>(response: &Response<B>) -> Option<Duration> {
-    let text = response.headers().get(RETRY_AFTER)?.to_str().ok()?;
-    text.trim().parse().ok().map(Duration::from_secs)
+    super::retry_after::retry_after(response.headers(), std::time::SystemTime::now())
 }
 
 /// The `Location` header of `response`, if it is text.

@@ -54,6 +54,7 @@
 mod error;
 mod follow;
 mod propagate;
+mod retry_after;
 
 pub use self::error::{DeadlinePassed, FollowError};
 pub use self::follow::{Follow, FollowBody, FollowLayer};
