@@ -511,31 +511,162 @@ fn same_origin(a: &Uri, b: &Uri) -> bool {
     a.scheme() == b.scheme() && a.authority() == b.authority()
 }
 
-/// `reference` resolved against `base` (RFC 3986 section 5.2, for the forms servers send:
-/// absolute URIs, absolute paths, and relative paths).
+/// `reference` resolved against `base` (RFC 3986, section 5.2): an absolute URI, a
+/// network-path (`//host/path`), an absolute path, a relative path or a query alone, with
+/// `.` and `..` segments removed from the path. A fragment is dropped: it is never sent.
 fn join(base: &Uri, reference: &str) -> Option<Uri> {
-    if reference.contains("://") {
-        return reference
-            .parse::<Uri>()
-            .ok()
-            .filter(|uri| uri.scheme().is_some());
-    }
-    let path_and_query = if reference.starts_with('/') {
-        reference.to_owned()
+    let reference = reference
+        .split_once('#')
+        .map_or(reference, |(before, _)| before);
+    let mut parts = Parts::default();
+    let absolute: Uri;
+    let mut relative = false;
+    let rest = if has_scheme(reference) {
+        absolute = reference.parse().ok()?;
+        parts.scheme = Some(absolute.scheme()?.clone());
+        parts.authority = absolute.authority().cloned();
+        absolute.path_and_query().map_or("/", PathAndQuery::as_str)
+    } else if let Some(network) = reference.strip_prefix("//") {
+        let end = network.find(['/', '?']).unwrap_or(network.len());
+        parts.scheme = base.scheme().cloned();
+        parts.authority = Some(network[..end].parse().ok()?);
+        &network[end..]
+    } else {
+        parts.scheme = base.scheme().cloned();
+        parts.authority = base.authority().cloned();
+        relative = true;
+        reference
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let (path, query) = if relative && path.is_empty() {
+        // The same document: the base's path, and its query unless one is given.
+        (base.path().to_owned(), query.or(base.query()))
+    } else if path.is_empty() || path.starts_with('/') {
+        (without_dots(path), query)
+    } else if path
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'))
+    {
+        // A relative path's first segment has no colon (it would read as a scheme).
+        return None;
     } else {
         let directory = base.path().rsplit_once('/').map_or("", |(dir, _)| dir);
-        format!("{directory}/{reference}")
+        (without_dots(&format!("{directory}/{path}")), query)
     };
-    let mut parts = Parts::default();
-    parts.scheme = base.scheme().cloned();
-    parts.authority = base.authority().cloned();
-    parts.path_and_query = Some(path_and_query.parse::<PathAndQuery>().ok()?);
+    let path = if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    };
+    let path_and_query = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
     Uri::from_parts(parts).ok()
+}
+
+/// Whether `reference` starts with a scheme (`http:`): a letter, then letters, digits, `+`,
+/// `-` or `.`, then `:`.
+fn has_scheme(reference: &str) -> bool {
+    reference.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    })
+}
+
+/// `path` without its `.` and `..` segments (RFC 3986, section 5.2.4): `/a/b/../c/.` is
+/// `/a/c/`; `..` does not climb above the root.
+fn without_dots(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
+    for (at, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." | ".." => {
+                // The root (the empty segment before the first `/`) stays.
+                if *segment == ".." && kept.len() > 1 {
+                    kept.pop();
+                }
+                // A path that ends in a dot segment names a directory.
+                if at + 1 == segments.len() {
+                    kept.push("");
+                }
+            }
+            segment => kept.push(segment),
+        }
+    }
+    kept.join("/")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 3986's own examples (section 5.4, those with an HTTP result), and a query that
+    /// holds a URL.
+    #[test]
+    fn references_resolve_as_rfc_3986_says() {
+        let base: Uri = "http://a/b/c/d;p?q".parse().unwrap();
+        for (reference, resolved) in [
+            ("g", "http://a/b/c/g"),
+            ("./g", "http://a/b/c/g"),
+            ("g/", "http://a/b/c/g/"),
+            ("/g", "http://a/g"),
+            ("//g", "http://g/"),
+            ("//g/x?y", "http://g/x?y"),
+            ("//a", "http://a/"),
+            ("?y", "http://a/b/c/d;p?y"),
+            ("g?y", "http://a/b/c/g?y"),
+            ("#s", "http://a/b/c/d;p?q"),
+            ("g#s", "http://a/b/c/g"),
+            ("g?y#s", "http://a/b/c/g?y"),
+            (";x", "http://a/b/c/;x"),
+            ("g;x", "http://a/b/c/g;x"),
+            ("", "http://a/b/c/d;p?q"),
+            (".", "http://a/b/c/"),
+            ("./", "http://a/b/c/"),
+            ("..", "http://a/b/"),
+            ("../", "http://a/b/"),
+            ("../g", "http://a/b/g"),
+            ("../..", "http://a/"),
+            ("../../", "http://a/"),
+            ("../../g", "http://a/g"),
+            ("../../../g", "http://a/g"),
+            ("../../../../g", "http://a/g"),
+            ("/./g", "http://a/g"),
+            ("/../g", "http://a/g"),
+            ("g.", "http://a/b/c/g."),
+            (".g", "http://a/b/c/.g"),
+            ("g..", "http://a/b/c/g.."),
+            ("..g", "http://a/b/c/..g"),
+            ("./../g", "http://a/b/g"),
+            ("./g/.", "http://a/b/c/g/"),
+            ("g/./h", "http://a/b/c/g/h"),
+            ("g/../h", "http://a/b/c/h"),
+            ("g;x=1/./y", "http://a/b/c/g;x=1/y"),
+            ("g;x=1/../y", "http://a/b/c/y"),
+            ("g?y/./x", "http://a/b/c/g?y/./x"),
+            ("g?y/../x", "http://a/b/c/g?y/../x"),
+            ("https://other.example/t/./7", "https://other.example/t/7"),
+            (
+                "/tasks/7?next=http://x/y",
+                "http://a/tasks/7?next=http://x/y",
+            ),
+            ("tasks/7?from=a:b", "http://a/b/c/tasks/7?from=a:b"),
+        ] {
+            let joined = join(&base, reference).map(|uri| uri.to_string());
+            assert_eq!(joined.as_deref(), Some(resolved), "{reference:?}");
+        }
+        for nothing in ["not a uri", "g:h", "1http://a/", "//", "//a b/"] {
+            assert_eq!(join(&base, nothing), None, "{nothing:?}");
+        }
+    }
 
     #[test]
     fn locations_resolve_against_the_request() {
