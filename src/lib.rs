@@ -91,6 +91,7 @@ pub(crate) use inner_service_accessors;
 #[error("invalid setting: {0}")]
 pub struct ConfigError(pub(crate) &'static str);
 
+mod capture;
 mod response;
 mod wake;
 

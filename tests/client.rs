@@ -250,7 +250,7 @@ async fn a_server_that_asks_for_a_wait_past_any_clock_ends_the_following_without
 /// it answered.
 fn job_server<F>(retry_after: &str, done: F) -> (Router, Arc<std::sync::atomic::AtomicUsize>)
 where
-    F: Fn() -> Option<&'static str> + Clone + Send + Sync + 'static,
+    F: Fn() -> Option<axum::response::Response> + Clone + Send + Sync + 'static,
 {
     let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = polls.clone();
@@ -272,7 +272,7 @@ where
             "/status",
             get(move || {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let answer = done().map_or_else(&poll, IntoResponse::into_response);
+                let answer = done().unwrap_or_else(&poll);
                 async move { answer }
             }),
         );
@@ -307,7 +307,7 @@ async fn a_retry_after_date_is_waited_for() {
             .lock()
             .unwrap()
             .get_or_insert(std::time::SystemTime::now());
-        Some("done")
+        Some("done".into_response())
     });
     assert_eq!(followed(server).await, "done");
     let polled = polled.lock().unwrap().expect("polled");
@@ -324,12 +324,25 @@ async fn a_retry_after_date_is_waited_for() {
 async fn a_retry_after_of_nothing_is_no_reason_to_poll_without_pause() {
     let started = std::time::Instant::now();
     let (server, polls) = job_server("0", move || {
-        (started.elapsed() >= Duration::from_millis(500)).then_some("done")
+        (started.elapsed() >= Duration::from_millis(500)).then(|| "done".into_response())
     });
     assert_eq!(followed(server).await, "done");
     // The backoff (100 ms, doubling) polls 3 or 4 times in 500 ms; a storm, hundreds.
     let polls = polls.load(std::sync::atomic::Ordering::SeqCst);
     assert!(polls <= 6, "{polls} polls in 500 ms");
+}
+
+/// A status URL may answer with the result itself: a JSON one larger than any status
+/// document is still the result, whole.
+#[tokio::test]
+async fn a_large_json_result_from_the_status_url_is_the_result() {
+    let items = "x".repeat(100 << 10);
+    let result = serde_json::json!({ "status": "shipped", "items": items }).to_string();
+    let expected = result.clone();
+    let (server, _) = job_server("1", move || {
+        Some(([("content-type", "application/json")], result.clone()).into_response())
+    });
+    assert_eq!(followed(server).await, expected);
 }
 
 #[tokio::test]

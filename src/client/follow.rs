@@ -10,18 +10,20 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION};
 use http::uri::{Parts, PathAndQuery};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 use super::FollowError;
+use crate::capture::{capture, CaptureError};
 use crate::deadline;
 use crate::offload::store::BoxFuture;
 
 /// The body of a followed response: the final answer's, boxed once.
 pub type FollowBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The largest status document read to learn a task's state.
+/// The largest status document read to learn a task's state: a JSON answer larger than
+/// this is the result.
 const STATUS_LIMIT: usize = 64 << 10;
 
 /// Follows a `202 Accepted` to its result, so that one `call` returns the final response.
@@ -396,7 +398,14 @@ where
         }
         let retry = retry_after(&response);
         let (parts, body) = response.into_parts();
-        let bytes = Limited::new(body, STATUS_LIMIT).collect().await?.to_bytes();
+        let bytes = match capture(body, STATUS_LIMIT).await {
+            Ok(bytes) => bytes,
+            // Larger than a status document: the result itself, whole.
+            Err(CaptureError::TooLarge(body)) => {
+                return Ok(Polled::Done(Response::from_parts(parts, body)))
+            }
+            Err(CaptureError::Failed(error)) => return Err(error),
+        };
         let document: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         let state = document
             .as_ref()

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::task::AbortHandle;
 use tower::BoxError;
 
@@ -20,6 +19,7 @@ use super::config::Config;
 use super::detached::Reservation;
 use super::store::{StoredResponse, TaskOutcome, TaskStore};
 use super::{reason, TaskId};
+use crate::capture::{capture, CaptureError};
 use crate::deadline::{later, Deadline, DeadlineSource};
 use crate::escalate::{DefaultPredicate, Policy};
 
@@ -37,28 +37,6 @@ pub(crate) async fn catch_panic<F: Future + ?Sized>(
     .await
 }
 
-/// Why a body could not be captured.
-pub(crate) enum CaptureError {
-    /// It was larger than the limit.
-    TooLarge,
-    /// It failed.
-    Failed(BoxError),
-}
-
-/// Reads a response body whole, up to `max` bytes: the one place the crate collects a
-/// body it keeps.
-pub(crate) async fn capture<B>(body: B, max: usize) -> Result<Bytes, CaptureError>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(CaptureError::TooLarge),
-        Err(error) => Err(CaptureError::Failed(error)),
-    }
-}
-
 /// The outcome of the inner service's future: its response with the body captured up to
 /// the limit, or why it failed (an error, a panic in the handler or its body, an
 /// escalation that `policy` names).
@@ -70,7 +48,7 @@ pub(crate) async fn outcome<F, B, E>(
 ) -> TaskOutcome
 where
     F: Future<Output = Result<Response<B>, E>> + ?Sized,
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     E: Into<BoxError>,
 {
@@ -106,7 +84,7 @@ where
             headers: parts.headers,
             body,
         }),
-        Ok(Err(CaptureError::TooLarge)) => TaskOutcome::failed(reason::too_large(max_bytes)),
+        Ok(Err(CaptureError::TooLarge(_))) => TaskOutcome::failed(reason::too_large(max_bytes)),
         Ok(Err(CaptureError::Failed(error))) => {
             tracing::error!(target: "tower_serverless::offload", task = %id, %error, "offloaded response body failed");
             TaskOutcome::failed(reason::BODY_FAILED)
