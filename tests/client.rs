@@ -18,7 +18,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_serverless::client::{DeadlinePassed, FollowError, FollowLayer, PropagateDeadlineLayer};
+use tower_serverless::client::{
+    DeadlinePassed, FollowBody, FollowError, FollowLayer, PropagateDeadlineLayer,
+};
 use tower_serverless::deadline::{self, DeadlineSource, TrustedHeader};
 use tower_serverless::{Deadline, DeadlineLayer};
 
@@ -279,17 +281,18 @@ where
     (server, polls)
 }
 
-/// The body `POST /job` on `server` ends with, followed with the default settings.
-async fn followed(server: Router) -> String {
+/// What `POST /job` on `server` ends with, followed with the default settings.
+async fn follow_job(server: Router) -> Result<Response<FollowBody>, BoxError> {
     let addr = common::serve(server).await;
     let client = ServiceBuilder::new()
         .layer(FollowLayer::new())
         .service(hyper_client());
-    let response = client
-        .oneshot(post(format!("http://{addr}/job")))
-        .await
-        .unwrap();
-    text(response).await
+    client.oneshot(post(format!("http://{addr}/job"))).await
+}
+
+/// The body `POST /job` on `server` ends with, followed with the default settings.
+async fn followed(server: Router) -> String {
+    text(follow_job(server).await.unwrap()).await
 }
 
 /// RFC 9110 lets `Retry-After` be an HTTP date as well as seconds; a server that says
@@ -343,6 +346,29 @@ async fn a_large_json_result_from_the_status_url_is_the_result() {
         Some(([("content-type", "application/json")], result.clone()).into_response())
     });
     assert_eq!(followed(server).await, expected);
+}
+
+/// Azure's status documents give a failure as an object, `{"code", "message"}`, where this
+/// crate's give `error` and `error_type` as text.
+#[tokio::test]
+async fn a_failure_is_read_from_an_error_object_too() {
+    let document = serde_json::json!({
+        "status": "Failed",
+        "error": { "code": "QuotaExceeded", "message": "no room left for the report" },
+    })
+    .to_string();
+    let (server, _) = job_server("1", move || {
+        Some(([("content-type", "application/json")], document.clone()).into_response())
+    });
+    let error = follow_job(server).await.unwrap_err();
+    let Some(FollowError::Failed {
+        reason, error_type, ..
+    }) = error.downcast_ref::<FollowError>()
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(reason, "no room left for the report");
+    assert_eq!(error_type.as_deref(), Some("QuotaExceeded"));
 }
 
 #[tokio::test]

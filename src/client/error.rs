@@ -29,14 +29,15 @@ pub enum FollowError {
         location: Uri,
     },
     /// The task failed; `reason` is what the server says, `error_type` the escalation's
-    /// type when there was one.
+    /// type when there was one (or, from a status document with an `error` object, as
+    /// Azure's are, its `message` and `code`).
     #[error("the task failed: {reason}")]
     Failed {
         /// The status URL of the task.
         location: Uri,
         /// The server's reason.
         reason: String,
-        /// The escalation's `error_type`, if any.
+        /// The escalation's `error_type` (or the error object's `code`), if any.
         error_type: Option<String>,
     },
     /// The task was cancelled.

@@ -37,7 +37,7 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// | `303 See Other` (or another redirect) | `GET` of its `Location`: that is the result |
 /// | `202`, or `200` JSON with `status` `pending`, `running`, `inprogress`, `notstarted` or `accepted` | poll again |
 /// | `200` JSON with `status` `succeeded` and a `Location` or `resourceLocation` | `GET` of that: the result |
-/// | `200` JSON with `status` `failed` / `cancelled` | [`FollowError::Failed`] (with the reason and `error_type`) / [`FollowError::Cancelled`] |
+/// | `200` JSON with `status` `failed` / `cancelled` | [`FollowError::Failed`] (with `error` and `error_type`, or an `error` object's `message` and `code`) / [`FollowError::Cancelled`] |
 /// | any other `200` | that is the result |
 /// | `429`, `503` | poll again |
 /// | anything else | [`FollowError::Unexpected`] |
@@ -411,15 +411,17 @@ where
             .as_ref()
             .and_then(|d| d["status"].as_str())
             .map(str::to_ascii_lowercase);
-        let text = |field: &str| {
-            document
-                .as_ref()
-                .and_then(|d| d[field].as_str())
-                .map(str::to_owned)
+        // A field as text; `error.message` style paths reach into an object.
+        let text = |path: &[&str]| {
+            let mut value = document.as_ref()?;
+            for field in path {
+                value = value.get(field)?;
+            }
+            value.as_str().map(str::to_owned)
         };
         let pointer = match parts.headers.get(LOCATION) {
             Some(location) => Some(location.to_str().ok().map(str::to_owned)),
-            None => text("resourceLocation").map(Some),
+            None => text(&["resourceLocation"]).map(Some),
         };
         match state.as_deref() {
             Some("pending" | "running" | "inprogress" | "notstarted" | "accepted") => {
@@ -427,8 +429,11 @@ where
             }
             Some("failed") => Err(FollowError::Failed {
                 location: self.location.clone(),
-                reason: text("error").unwrap_or_else(|| "no reason given".to_owned()),
-                error_type: text("error_type"),
+                // This crate's `error` and `error_type`, or Azure's `error` object.
+                reason: text(&["error"])
+                    .or_else(|| text(&["error", "message"]))
+                    .unwrap_or_else(|| "no reason given".to_owned()),
+                error_type: text(&["error_type"]).or_else(|| text(&["error", "code"])),
             }
             .into()),
             Some("cancelled" | "canceled") => Err(FollowError::Cancelled {
