@@ -21,7 +21,9 @@
 //! whole, `Set-Cookie` included: the id (at least 112 random bits) is the capability of the
 //! client it was given to (bind tasks to their [`owner`](OffloadLayer::owner) when ids may
 //! travel further). A keyed retry's replay, whose key the client chose, leaves `Set-Cookie`
-//! out.
+//! out. The endpoint's own answers are `Cache-Control: no-store` (a cache in front must not
+//! keep a poll's `pending`), and a replayed result is `private` unless the handler set its
+//! own `Cache-Control` (no shared cache hands it to whoever asks for the URL).
 //!
 //! Requests choose with `Prefer` (RFC 7240): `respond-async` gets the `202` at once,
 //! `wait=N` sets the threshold to N seconds (capped by [`max_wait`](OffloadLayer::max_wait)),
