@@ -54,7 +54,9 @@ pub enum FollowError {
         /// What it answered.
         status: StatusCode,
     },
-    /// The deadline (the caller's, or the layer's longest wait) came before the result.
+    /// The deadline (the caller's, or the layer's longest wait) came before the result, or
+    /// the next poll would have come after it (the server asked for a longer wait): then
+    /// the call ends at once.
     #[error("no result within {waited:?}; the task is at {location}")]
     TimedOut {
         /// The status URL of the task, to come back to.

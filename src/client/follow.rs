@@ -112,8 +112,8 @@ impl FollowLayer {
     }
 
     /// How long to follow a task when the call has no [`Deadline`](crate::Deadline)
-    /// (default 5 min; `Duration::MAX` for no limit). A `Retry-After` that reaches past it
-    /// ends the following at that limit.
+    /// (default 5 min; `Duration::MAX` for no limit). A next poll that would come past it
+    /// (a `Retry-After` that reaches past it, for one) ends the following at once.
     pub fn max_wait(mut self, max: Duration) -> Self {
         self.config.max_wait = max;
         self
@@ -256,9 +256,10 @@ where
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     pause
                 });
-                // The server's `Retry-After` can be any number of seconds.
+                // The next poll would come past the limit (the server's `Retry-After` can
+                // be any number of seconds): nothing comes in time, and the caller is told
+                // now rather than once the time has passed for nothing.
                 if deadline::later(Instant::now(), pause) > until {
-                    tokio::time::sleep_until(until).await;
                     return Err(FollowError::TimedOut {
                         location,
                         waited: started.elapsed(),
