@@ -251,6 +251,25 @@ async fn a_wait_past_the_limit_ends_the_following_at_once() {
     }
 }
 
+/// A gateway's `502` or `504` on a poll (the status endpoint's environment failed, or did
+/// not answer in time) says nothing of the task: the next poll may land elsewhere.
+#[tokio::test]
+async fn a_gateway_error_on_a_poll_is_polled_past() {
+    for status in [StatusCode::BAD_GATEWAY, StatusCode::GATEWAY_TIMEOUT] {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = polls.clone();
+        let (server, _) = job_server("1", move || {
+            let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            Some(if first {
+                status.into_response()
+            } else {
+                "done".into_response()
+            })
+        });
+        assert_eq!(followed(server).await, "done", "{status}");
+    }
+}
+
 /// A server whose `POST /job` answers `202` with `Location: /status` and `retry_after`, and
 /// whose `GET /status` answers the same until `done` gives the result; and how many polls
 /// it answered.

@@ -39,7 +39,7 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// | `200` JSON with `status` `succeeded` and a `Location` or `resourceLocation` | `GET` of that: the result |
 /// | `200` JSON with `status` `failed` / `cancelled` | [`FollowError::Failed`] (with `error` and `error_type`, or an `error` object's `message` and `code`) / [`FollowError::Cancelled`] |
 /// | any other `200` | that is the result |
-/// | `429`, `503` | poll again |
+/// | `429`, `502`, `503`, `504` | poll again: the poll did not reach the task |
 /// | anything else | [`FollowError::Unexpected`] |
 ///
 /// This covers this crate's [`OffloadLayer`](crate::OffloadLayer) and the same pattern
@@ -375,9 +375,13 @@ where
             return Ok(Polled::Done(boxed(self.get(result).await?)));
         }
         match status {
+            // Still running; or a poll that did not reach the task (throttled, a gateway
+            // whose target failed or did not answer), which the next poll may.
             StatusCode::ACCEPTED
             | StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::SERVICE_UNAVAILABLE => Ok(Polled::Running(retry_after(&response))),
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Ok(Polled::Running(retry_after(&response))),
             StatusCode::OK => self.status_document(response).await,
             status => Err(FollowError::Unexpected {
                 location: self.location.clone(),
