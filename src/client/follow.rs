@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, LOCATION};
-use http::uri::{Parts, PathAndQuery};
+use http::uri::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -537,24 +537,28 @@ fn join(base: &Uri, reference: &str) -> Option<Uri> {
     let reference = reference
         .split_once('#')
         .map_or(reference, |(before, _)| before);
+    let (scheme, rest) = match reference.split_once(':') {
+        Some((scheme, rest)) if is_scheme(scheme) => (Some(scheme), rest),
+        _ => (None, reference),
+    };
     let mut parts = Parts::default();
-    let absolute: Uri;
-    let mut relative = false;
-    let rest = if has_scheme(reference) {
-        absolute = reference.parse().ok()?;
-        parts.scheme = Some(absolute.scheme()?.clone());
-        parts.authority = absolute.authority().cloned();
-        absolute.path_and_query().map_or("/", PathAndQuery::as_str)
-    } else if let Some(network) = reference.strip_prefix("//") {
-        let end = network.find(['/', '?']).unwrap_or(network.len());
-        parts.scheme = base.scheme().cloned();
-        parts.authority = Some(network[..end].parse().ok()?);
-        &network[end..]
-    } else {
-        parts.scheme = base.scheme().cloned();
-        parts.authority = base.authority().cloned();
-        relative = true;
-        reference
+    parts.scheme = match scheme {
+        Some(scheme) => Some(scheme.parse().ok()?),
+        None => base.scheme().cloned(),
+    };
+    // An absolute URI is a scheme and a network-path: `//authority`, then the path.
+    let (rest, relative) = match rest.strip_prefix("//") {
+        Some(network) => {
+            let end = network.find(['/', '?']).unwrap_or(network.len());
+            parts.authority = Some(network[..end].parse().ok()?);
+            (&network[end..], false)
+        }
+        // `mailto:x`: a scheme without an authority names nothing to fetch.
+        None if scheme.is_some() => return None,
+        None => {
+            parts.authority = base.authority().cloned();
+            (rest, true)
+        }
     };
     let (path, query) = match rest.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -589,35 +593,31 @@ fn join(base: &Uri, reference: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-/// Whether `reference` starts with a scheme (`http:`): a letter, then letters, digits, `+`,
-/// `-` or `.`, then `:`.
-fn has_scheme(reference: &str) -> bool {
-    reference.split_once(':').is_some_and(|(scheme, _)| {
-        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-            && scheme
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-    })
+/// Whether `text` is a scheme (`http`): a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
 }
 
 /// `path` without its `.` and `..` segments (RFC 3986, section 5.2.4): `/a/b/../c/.` is
 /// `/a/c/`; `..` does not climb above the root.
 fn without_dots(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').collect();
-    let mut kept: Vec<&str> = Vec::with_capacity(segments.len());
-    for (at, segment) in segments.iter().enumerate() {
-        match *segment {
-            "." | ".." => {
-                // The root (the empty segment before the first `/`) stays.
-                if *segment == ".." && kept.len() > 1 {
-                    kept.pop();
-                }
-                // A path that ends in a dot segment names a directory.
-                if at + 1 == segments.len() {
-                    kept.push("");
-                }
-            }
-            segment => kept.push(segment),
+    let mut segments = path.split('/').peekable();
+    let mut kept = Vec::new();
+    while let Some(segment) = segments.next() {
+        if segment != "." && segment != ".." {
+            kept.push(segment);
+            continue;
+        }
+        // The root (the empty segment before the first `/`) stays.
+        if segment == ".." && kept.len() > 1 {
+            kept.pop();
+        }
+        // A path that ends in a dot segment names a directory.
+        if segments.peek().is_none() {
+            kept.push("");
         }
     }
     kept.join("/")

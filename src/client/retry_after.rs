@@ -18,6 +18,9 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     Some(wait).filter(|wait| !wait.is_zero())
 }
 
+/// Fifty years of 365.2425 days: how far ahead a two-digit year may be read.
+const FIFTY_YEARS: Duration = Duration::from_secs(50 * 31_556_952);
+
 /// An HTTP date in any of the three forms a recipient must accept (RFC 9110, section
 /// 5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT` (the one senders write), `Sunday, 06-Nov-94
 /// 08:49:37 GMT` and `Sun Nov  6 08:49:37 1994`. The day's name is not checked; a
@@ -39,14 +42,14 @@ fn http_date(text: &str, now: SystemTime) -> Option<SystemTime> {
             }
             let (day, year) = (number(day)?, number(year)?);
             let this_century = at(day, month, 2000 + year, time)?;
-            let fifty_years = Duration::from_secs(50 * 31_556_952);
-            if this_century
+            let too_far = this_century
                 .duration_since(now)
-                .is_ok_and(|ahead| ahead > fifty_years)
-            {
-                return at(day, month, 1900 + year, time);
-            }
-            return Some(this_century);
+                .is_ok_and(|ahead| ahead > FIFTY_YEARS);
+            return if too_far {
+                at(day, month, 1900 + year, time)
+            } else {
+                Some(this_century)
+            };
         }
         [_, month, day, time, year] if year.len() == 4 => (*day, *month, *year, *time),
         _ => return None,
