@@ -24,9 +24,15 @@ use tower_serverless::client::{
 use tower_serverless::deadline::{self, DeadlineSource, TrustedHeader};
 use tower_serverless::{Deadline, DeadlineLayer};
 
-/// The demo on a real server, offloading after 200 ms; the `Location` of every `202` it
-/// answered is recorded.
-async fn demo() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+/// The demo on a real server, offloading after 200 ms.
+struct Demo {
+    addr: std::net::SocketAddr,
+    /// The `Location` of every `202` and `303` the demo answered, in order.
+    seen: tokio::sync::watch::Receiver<Vec<String>>,
+    offload: tower_serverless::OffloadLayer,
+}
+
+async fn demo() -> Demo {
     let settings = app::Settings {
         deadline: None,
         offload_after: Duration::from_millis(200),
@@ -35,23 +41,21 @@ async fn demo() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
         rest_cap: None,
     };
     let offload = settings.offload_layer().await.unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
+    let (record, seen) = tokio::sync::watch::channel(Vec::new());
     let app = app::serve_app(&settings, &offload).layer(axum::middleware::map_response(
         move |response: axum::response::Response| {
-            let record = record.clone();
-            async move {
-                if let Some(location) = response.headers().get("location") {
-                    record
-                        .lock()
-                        .unwrap()
-                        .push(location.to_str().unwrap().to_owned());
-                }
-                response
+            if let Some(location) = response.headers().get("location") {
+                let location = location.to_str().unwrap().to_owned();
+                record.send_modify(|seen| seen.push(location));
             }
+            std::future::ready(response)
         },
     ));
-    (common::serve(app).await, seen)
+    Demo {
+        addr: common::serve(app).await,
+        seen,
+        offload,
+    }
 }
 
 fn hyper_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
@@ -69,7 +73,7 @@ async fn text(response: Response<impl http_body::Body<Error = BoxError>>) -> Str
 
 #[tokio::test]
 async fn a_slow_job_returns_its_final_body_through_one_call() {
-    let (addr, seen) = demo().await;
+    let Demo { addr, seen, .. } = demo().await;
     let client = ServiceBuilder::new()
         .layer(FollowLayer::new())
         .layer(PropagateDeadlineLayer::grpc_timeout())
@@ -80,11 +84,7 @@ async fn a_slow_job_returns_its_final_body_through_one_call() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(text(response).await, r#"{"job":"done","slept_ms":1200}"#);
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        2,
-        "a 202, then a 303 to the result"
-    );
+    assert_eq!(seen.borrow().len(), 2, "a 202, then a 303 to the result");
 
     // A fast one passes straight through.
     let client = ServiceBuilder::new()
@@ -99,17 +99,12 @@ async fn a_slow_job_returns_its_final_body_through_one_call() {
 
 #[tokio::test]
 async fn a_cancelled_task_is_a_typed_error() {
-    let (addr, seen) = demo().await;
+    let Demo { addr, mut seen, .. } = demo().await;
     let client = ServiceBuilder::new()
         .layer(FollowLayer::new())
         .service(hyper_client());
     let call = tokio::spawn(client.oneshot(post(format!("http://{addr}/jobs/10000"))));
-    let location = loop {
-        if let Some(location) = seen.lock().unwrap().first().cloned() {
-            break location;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let location = seen.wait_for(|seen| !seen.is_empty()).await.unwrap()[0].clone();
     let cancel = Request::delete(format!("http://{addr}{location}"))
         .body(Full::default())
         .unwrap();
@@ -122,7 +117,11 @@ async fn a_cancelled_task_is_a_typed_error() {
 
 #[tokio::test]
 async fn the_callers_deadline_ends_the_following() {
-    let (addr, seen) = demo().await;
+    let Demo {
+        addr,
+        seen,
+        offload,
+    } = demo().await;
     let client = ServiceBuilder::new()
         .layer(FollowLayer::new().cancel_on_drop(true))
         .layer(PropagateDeadlineLayer::grpc_timeout())
@@ -147,22 +146,18 @@ async fn the_callers_deadline_ends_the_following() {
         started.elapsed()
     );
 
-    // Given up, the task is cancelled (`cancel_on_drop`), by a request of its own.
-    let location = seen.lock().unwrap()[0].clone();
-    let status_url = format!("http://{addr}{location}");
-    for _ in 0..100 {
-        let status = hyper_client()
-            .get(status_url.parse().unwrap())
-            .await
-            .unwrap();
-        let body = text(status.map(|b| b.map_err(BoxError::from))).await;
-        if body.contains(r#""status":"cancelled""#) {
-            return;
-        }
-        // The DELETE goes out from a task of its own; nothing signals its arrival here.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the task was not cancelled");
+    // Given up, the task is cancelled (`cancel_on_drop`), by a request of its own: its
+    // ten seconds of work stop long before their end.
+    tokio::time::timeout(Duration::from_secs(5), offload.detached().wait_idle())
+        .await
+        .expect("the work was stopped");
+    let location = seen.borrow()[0].clone();
+    let status = hyper_client()
+        .get(format!("http://{addr}{location}").parse().unwrap())
+        .await
+        .unwrap();
+    let body = text(status.map(|b| b.map_err(BoxError::from))).await;
+    assert!(body.contains(r#""status":"cancelled""#), "{body}");
 }
 
 #[tokio::test]
@@ -396,7 +391,7 @@ async fn a_failure_is_read_from_an_error_object_too() {
 
 #[tokio::test]
 async fn following_without_a_time_limit_is_a_setting_like_any_other() {
-    let (addr, _) = demo().await;
+    let Demo { addr, .. } = demo().await;
     let client = ServiceBuilder::new()
         .layer(FollowLayer::new().max_wait(Duration::MAX))
         .service(hyper_client());
