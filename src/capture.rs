@@ -1,13 +1,17 @@
-//! Reading a body whole, up to a bound: the one place the crate collects a body (a detached
-//! task's result, a status document the client reads).
+//! Reading a body ahead: [`capture`], the one place the crate collects a body whole (a
+//! detached task's result, a status document the client reads), and [`ReadAhead`], the one
+//! body that gives back what was read ahead of its reader (the rest of a body too large to
+//! capture, a request body read for its fingerprint).
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
+use pin_project_lite::pin_project;
 use tower::BoxError;
 
 /// A body boxed once.
@@ -29,65 +33,118 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut body = body.map_err(Into::into).boxed_unsync();
-    let mut read = Vec::new();
+    let mut body = ReadAhead::new(body.map_err(Into::into).boxed_unsync());
     let mut len = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(CaptureError::Failed)?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        len += data.len();
-        read.push(data);
+    while let Some(frame) = body.read_frame().await {
+        len += frame.data_ref().map_or(0, Bytes::len);
         if len > max {
-            let whole = Resumed {
-                read: read.into_iter(),
-                rest: body,
-            };
-            return Err(CaptureError::TooLarge(whole.boxed_unsync()));
+            return Err(CaptureError::TooLarge(body.boxed_unsync()));
         }
     }
-    if read.len() == 1 {
-        return Ok(read.pop().expect("one frame"));
+    if let Some(error) = body.error.take() {
+        return Err(CaptureError::Failed(error));
     }
-    let mut whole = BytesMut::with_capacity(len);
-    for data in read {
-        whole.extend_from_slice(&data);
+    let mut read = body
+        .read
+        .into_iter()
+        .filter_map(|frame| frame.into_data().ok());
+    match (read.next(), read.next()) {
+        (None, _) => Ok(Bytes::new()),
+        (Some(only), None) => Ok(only),
+        (Some(first), Some(second)) => {
+            let mut whole = BytesMut::with_capacity(len);
+            for data in [first, second].into_iter().chain(read) {
+                whole.extend_from_slice(&data);
+            }
+            Ok(whole.freeze())
+        }
     }
-    Ok(whole.freeze())
 }
 
-/// A body some of whose frames were read: those, then the rest.
-struct Resumed {
-    read: std::vec::IntoIter<Bytes>,
-    rest: BoxBody,
+pin_project! {
+    /// A body some of whose frames were read ahead: those first, then the rest. How the
+    /// reading ahead ended (the body's end, an error) is given back in its turn too.
+    pub(crate) struct ReadAhead<B: Body> {
+        #[pin]
+        rest: B,
+        read: VecDeque<Frame<B::Data>>,
+        error: Option<B::Error>,
+        ended: bool,
+    }
 }
 
-impl Body for Resumed {
-    type Data = Bytes;
-    type Error = BoxError;
+impl<B: Body> ReadAhead<B> {
+    pub(crate) fn new(body: B) -> Self {
+        Self {
+            rest: body,
+            read: VecDeque::new(),
+            error: None,
+            ended: false,
+        }
+    }
+
+    /// The body being read.
+    pub(crate) fn get_ref(&self) -> &B {
+        &self.rest
+    }
+}
+
+impl<B: Body + Unpin> ReadAhead<B> {
+    /// Reads one more frame ahead and shows it; `None` once the body ended or failed.
+    pub(crate) async fn read_frame(&mut self) -> Option<&Frame<B::Data>> {
+        if self.ended || self.error.is_some() {
+            return None;
+        }
+        match std::future::poll_fn(|cx| Pin::new(&mut self.rest).poll_frame(cx)).await {
+            None => self.ended = true,
+            Some(Err(error)) => self.error = Some(error),
+            Some(Ok(frame)) => {
+                self.read.push_back(frame);
+                return self.read.back();
+            }
+        }
+        None
+    }
+}
+
+impl<B: Body> Body for ReadAhead<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(data) = self.read.next() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        if let Some(frame) = this.read.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
+        if let Some(error) = this.error.take() {
+            *this.ended = true;
+            return Poll::Ready(Some(Err(error)));
+        }
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        this.rest.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.read.len() == 0 && self.rest.is_end_stream()
+        self.read.is_empty() && self.error.is_none() && (self.ended || self.rest.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.error.is_some() {
+            return SizeHint::default();
+        }
         let read: u64 = self
             .read
-            .as_slice()
             .iter()
-            .map(|data| data.len() as u64)
+            .filter_map(|frame| frame.data_ref().map(|data| data.remaining() as u64))
             .sum();
+        if self.ended {
+            return SizeHint::with_exact(read);
+        }
         let rest = self.rest.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(rest.lower().saturating_add(read));
@@ -148,5 +205,47 @@ mod tests {
         assert_eq!(whole.size_hint().lower(), 3, "the frames read count");
         let bytes = whole.collect().await.ok().unwrap().to_bytes();
         assert_eq!(bytes, "abcdef");
+    }
+
+    #[tokio::test]
+    async fn what_was_read_ahead_comes_first_then_how_the_reading_ended() {
+        /// Two frames, then an error.
+        struct Failing(u8);
+
+        impl Body for Failing {
+            type Data = Bytes;
+            type Error = &'static str;
+
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, &'static str>>> {
+                self.0 += 1;
+                Poll::Ready(Some(match self.0 {
+                    1 => Ok(Frame::data(Bytes::from_static(b"ab"))),
+                    2 => Ok(Frame::trailers(http::HeaderMap::new())),
+                    _ => Err("reset"),
+                }))
+            }
+        }
+
+        let mut body = ReadAhead::new(Failing(0));
+        assert!(body.read_frame().await.is_some_and(Frame::is_data));
+        assert!(body.read_frame().await.is_some_and(Frame::is_trailers));
+        assert!(body.read_frame().await.is_none(), "the error is kept");
+        assert!(body.read_frame().await.is_none());
+        let mut body = std::pin::pin!(body);
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "ab");
+        assert!(body.frame().await.unwrap().unwrap().is_trailers());
+        assert_eq!(body.frame().await.unwrap().unwrap_err(), "reset");
+        assert!(body.frame().await.is_none(), "ended with its error");
+
+        let mut ended = ReadAhead::new(framed(&["a", "bc"]));
+        while ended.read_frame().await.is_some() {}
+        assert_eq!(ended.size_hint().exact(), Some(3));
+        assert!(!ended.is_end_stream(), "two frames to give");
+        let bytes = ended.collect().await.ok().unwrap().to_bytes();
+        assert_eq!(bytes, "abc");
     }
 }

@@ -1,7 +1,6 @@
 //! The bodies an [`Offload`](super::Offload) service passes on: the request body its inner
 //! service reads, and the response body it answers with.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -22,6 +21,7 @@ use super::idempotency::{Fingerprint, FINGERPRINT_PREFIX};
 use super::store::{StoredResponse, TaskOutcome};
 use super::work;
 use super::{reason, TaskId};
+use crate::capture::ReadAhead;
 
 pin_project! {
     /// The request body the inner service of an [`Offload`](super::Offload) reads: the
@@ -29,20 +29,14 @@ pin_project! {
     /// were read ahead for the request's fingerprint and are given back first.
     pub struct RequestBody<B: Body> {
         #[pin]
-        inner: B,
-        ahead: VecDeque<Frame<B::Data>>,
-        error: Option<B::Error>,
-        ended: bool,
+        inner: ReadAhead<B>,
     }
 }
 
 impl<B: Body> RequestBody<B> {
     pub(crate) fn new(inner: B) -> Self {
         Self {
-            inner,
-            ahead: VecDeque::new(),
-            error: None,
-            ended: false,
+            inner: ReadAhead::new(inner),
         }
     }
 }
@@ -52,33 +46,23 @@ impl<B: Body + Unpin> RequestBody<B> {
     pub(crate) async fn read_ahead(mut self, fingerprint: &mut Fingerprint) -> Self {
         let mut read = 0;
         while read < FINGERPRINT_PREFIX {
-            match std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await {
-                None => {
-                    self.ended = true;
-                    break;
+            let Some(frame) = self.inner.read_frame().await else {
+                break;
+            };
+            if let Some(data) = frame.data_ref() {
+                // Every chunk of the frame, not only the first: a body of chained buffers
+                // differs from another anywhere in them. (A buffer type that keeps `Buf`'s
+                // default `chunks_vectored` shows its first chunk only, and only that one can
+                // be read without consuming it.)
+                let mut chunks = [IoSlice::new(&[]); 16];
+                let filled = data.chunks_vectored(&mut chunks);
+                let mut at = read;
+                for chunk in &chunks[..filled] {
+                    let take = chunk.len().min(FINGERPRINT_PREFIX.saturating_sub(at));
+                    fingerprint.update(&chunk[..take]);
+                    at += chunk.len();
                 }
-                Some(Err(error)) => {
-                    self.error = Some(error);
-                    break;
-                }
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        // Every chunk of the frame, not only the first: a body of chained
-                        // buffers differs from another anywhere in them. (A buffer type that
-                        // keeps `Buf`'s default `chunks_vectored` shows its first chunk only,
-                        // and only that one can be read without consuming it.)
-                        let mut chunks = [IoSlice::new(&[]); 16];
-                        let filled = data.chunks_vectored(&mut chunks);
-                        let mut at = read;
-                        for chunk in &chunks[..filled] {
-                            let take = chunk.len().min(FINGERPRINT_PREFIX.saturating_sub(at));
-                            fingerprint.update(&chunk[..take]);
-                            at += chunk.len();
-                        }
-                        read += data.remaining();
-                    }
-                    self.ahead.push_back(frame);
-                }
+                read += data.remaining();
             }
         }
         self
@@ -89,40 +73,27 @@ impl<B: Body> Body for RequestBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        if let Some(frame) = this.ahead.pop_front() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        if let Some(error) = this.error.take() {
-            *this.ended = true;
-            return Poll::Ready(Some(Err(error)));
-        }
-        if *this.ended {
-            return Poll::Ready(None);
-        }
-        this.inner.poll_frame(cx)
+        self.project().inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ahead.is_empty() && self.error.is_none() && (self.ended || self.inner.is_end_stream())
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.ahead.is_empty() && self.error.is_none() && !self.ended {
-            return self.inner.size_hint();
-        }
-        SizeHint::default()
+        self.inner.size_hint()
     }
 }
 
 impl<B: Body + fmt::Debug> fmt::Debug for RequestBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestBody")
-            .field("inner", &self.inner)
+            .field("inner", self.inner.get_ref())
             .finish_non_exhaustive()
     }
 }
@@ -369,12 +340,17 @@ mod tests {
 
     /// The fingerprint of a `POST /refund` whose body is one frame of `data`.
     async fn fingerprint_of(data: impl Buf + Unpin) -> String {
+        let len = data.remaining() as u64;
         let parts = Request::post("/refund").body(()).unwrap().into_parts().0;
         let mut fingerprint = Fingerprint::new(&parts);
         let body = RequestBody::new(Full::new(data))
             .read_ahead(&mut fingerprint)
             .await;
-        assert_eq!(body.ahead.len(), 1, "the frame is given back");
+        assert_eq!(
+            body.size_hint().exact(),
+            Some(len),
+            "the frame is given back"
+        );
         fingerprint.finish()
     }
 
