@@ -30,6 +30,11 @@
 //! than 80 % of its budget ([`DeadlineLayer::warn_above`]) is logged as a `tracing` warning
 //! with its method, path, elapsed time and budget.
 //!
+//! Behind a CloudFront distribution that caches the API's `GET`s, a `504` is kept for the
+//! distribution's error caching minimum TTL (10 s by default) and served to everyone who asks
+//! for the same URL: CloudFront ignores `Cache-Control: no-store` on every 5xx but `501`.
+//! Set that TTL to 0 for `504` on the API's paths.
+//!
 //! The deadline bounds the inner service's response future, up to the response's head, as
 //! tower-http's `TimeoutLayer` does: a body that streams after the head is not cut. Behind
 //! API Gateway and `lambda_http` the whole body is buffered before anything is sent, so a
