@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
-use tower_serverless_benches::median;
+use tower_serverless_benches::{count_from_env, median};
 
 const CONNECTIONS: usize = 64;
 const ROUNDS: usize = 5;
@@ -152,10 +152,7 @@ async fn load(addr: SocketAddr, total: usize) -> f64 {
 }
 
 fn main() {
-    let total: usize = std::env::var("LOAD_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64_000);
+    let total = count_from_env("LOAD_REQUESTS", 64_000);
     let serve_only = std::env::var_os("LOAD_SERVE").is_some();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if serve_only {

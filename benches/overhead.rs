@@ -22,7 +22,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
-use tower_serverless_benches::median;
+use tower_serverless_benches::{count_from_env, median};
 
 /// Counts every allocation of the process.
 struct Counting;
@@ -336,10 +336,7 @@ where
 /// (this is a shared VM) reaches both sides of a ratio alike, where criterion measures one
 /// variant seconds after the other. Each ratio is the median of its per-round ratios.
 fn ratio_table() {
-    let rounds: usize = std::env::var("OVERHEAD_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(300);
+    let rounds = count_from_env("OVERHEAD_ROUNDS", 300);
     const PER_RUN: usize = 1_000;
     let runtime = runtime();
     for (group, request) in [
