@@ -245,6 +245,18 @@ async fn prefer_wait_is_capped_by_max_wait_and_the_deadline() {
     assert_eq!(start.elapsed(), Duration::from_secs(3));
     assert_eq!(response.headers()["preference-applied"], "wait=3");
 
+    // More seconds than a number holds is still a wait, the longest there is (RFC 9111 on
+    // delta-seconds), not a header to ignore.
+    let start = tokio::time::Instant::now();
+    let response = offload
+        .layer(slow)
+        .oneshot(request("99999999999999999999999"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(response.headers()["preference-applied"], "wait=3");
+
     // Under a 2 s deadline, the 202 leaves the margin (500 ms) before it.
     let deadline = tower_serverless::DeadlineLayer::new(Duration::from_secs(2));
     let start = tokio::time::Instant::now();
