@@ -92,6 +92,7 @@ pub(crate) use inner_service_accessors;
 pub struct ConfigError(pub(crate) &'static str);
 
 mod capture;
+mod delta_seconds;
 mod response;
 mod wake;
 

@@ -5,15 +5,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::RETRY_AFTER;
 use http::HeaderMap;
 
+use crate::delta_seconds::delta_seconds;
+
 /// How long `headers`' `Retry-After` asks to wait from `now`: its seconds, or the time until
 /// its date. `None` when it is absent, malformed, or asks for no wait at all (`0`, a date
 /// passed): that sets no pace, and the caller's backoff applies.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = if text.bytes().all(|b| b.is_ascii_digit()) {
-        Duration::from_secs(text.parse().ok()?)
-    } else {
-        http_date(text, now)?.duration_since(now).ok()?
+    let wait = match delta_seconds(text) {
+        Some(wait) => wait,
+        None => http_date(text, now)?.duration_since(now).ok()?,
     };
     Some(wait).filter(|wait| !wait.is_zero())
 }
@@ -185,24 +186,19 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
         assert_eq!(wait("120"), Some(Duration::from_secs(120)));
         assert_eq!(wait(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(
-            wait("18446744073709551615"),
-            Some(Duration::from_secs(u64::MAX))
-        );
+        // More than a number holds is the most it holds (RFC 9111, section 1.2.2).
+        for huge in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(wait(huge), Some(Duration::from_secs(u64::MAX)), "{huge}");
+        }
         let in_90_seconds = httpdate::fmt_http_date(epoch(1_795_000_090));
         assert_eq!(wait(&in_90_seconds), Some(Duration::from_secs(90)));
         // No pace: the caller's backoff applies.
         let passed = httpdate::fmt_http_date(epoch(1_794_999_000));
-        for none in [
-            "0",
-            "000",
-            &passed,
-            "-5",
-            "+5",
-            "1.5",
-            "soon",
-            "18446744073709551616",
-        ] {
+        for none in ["0", "000", &passed, "-5", "+5", "1.5", "soon"] {
             assert_eq!(wait(none), None, "{none:?}");
         }
     }

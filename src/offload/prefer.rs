@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
 
+use crate::delta_seconds::delta_seconds;
+
 /// Made at compile time: a lookup by `&str` would parse the name on every request.
 const PREFER: HeaderName = HeaderName::from_static("prefer");
 
@@ -34,14 +36,9 @@ pub(crate) fn parse(headers: &HeaderMap) -> Preferences {
         if name.eq_ignore_ascii_case("respond-async") && value.is_none() {
             preferences.respond_async = true;
         } else if name.eq_ignore_ascii_case("wait") {
-            // Delta-seconds: more than a number holds is the most it holds (RFC 9111,
-            // section 1.2.2), a wait as long as the layer allows.
-            let seconds = value
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .map(|v| v.parse::<u64>().unwrap_or(u64::MAX));
-            if let Some(seconds) = seconds {
+            if let Some(wait) = value.and_then(delta_seconds) {
                 // The first `wait` wins, like any repeated preference.
-                preferences.wait.get_or_insert(Duration::from_secs(seconds));
+                preferences.wait.get_or_insert(wait);
             }
         }
     }
