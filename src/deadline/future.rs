@@ -1,4 +1,24 @@
 //! Response future of [`DeadlineService`](super::DeadlineService).
+//!
+//! The type its `call` returns, for a service of your own that wraps one and names its
+//! future:
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use tower::{service_fn, Layer, Service};
+//! use tower_serverless::deadline::future::ResponseFuture;
+//! use tower_serverless::DeadlineLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut service = DeadlineLayer::new(Duration::from_secs(1)).layer(service_fn(
+//!     |_: Request<()>| async { Ok::<_, std::convert::Infallible>(Response::new("done")) },
+//! ));
+//! let future: ResponseFuture<_> = service.call(Request::new(()));
+//! assert_eq!(future.await.unwrap().status(), 200);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

@@ -7,6 +7,25 @@ use tower::BoxError;
 /// Well-known `error_type` values that [`EscalateLayer`](super::EscalateLayer) produces itself.
 ///
 /// They are stable: Step Functions `Retry`/`Catch` blocks and alarms may match on them.
+///
+/// ```
+/// use http::{Request, Response, StatusCode};
+/// use tower::{service_fn, Layer, ServiceExt};
+/// use tower_serverless::escalate::{error_type, EscalateLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let unavailable = service_fn(|_: Request<()>| async {
+///     let mut response = Response::new(());
+///     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+///     Ok::<_, std::convert::Infallible>(response)
+/// });
+/// let service = EscalateLayer::new().status_spec("503")?.layer(unavailable);
+/// let error = service.oneshot(Request::new(())).await.unwrap_err();
+/// assert_eq!(error.error_type(), format!("{}503", error_type::HTTP_STATUS_PREFIX));
+/// # Ok(())
+/// # }
+/// ```
 pub mod error_type {
     /// The inner service panicked.
     pub const PANIC: &str = "Panic";

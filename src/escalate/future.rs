@@ -1,4 +1,23 @@
 //! Response future of [`Escalate`](super::Escalate).
+//!
+//! The type its `call` returns, for a service of your own that wraps one and names its
+//! future:
+//!
+//! ```
+//! use http::{Request, Response};
+//! use tower::{service_fn, Layer, Service};
+//! use tower_serverless::escalate::future::ResponseFuture;
+//! use tower_serverless::EscalateLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let mut service = EscalateLayer::new().layer(service_fn(|_: Request<()>| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new("done"))
+//! }));
+//! let future: ResponseFuture<_, _, _> = service.call(Request::new(()));
+//! assert_eq!(future.await.unwrap().status(), 200);
+//! # }
+//! ```
 
 use std::any::Any;
 use std::future::Future;

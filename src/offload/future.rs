@@ -1,4 +1,26 @@
 //! Response future of [`Offload`](super::Offload).
+//!
+//! The type its `call` returns, for a service of your own that wraps one and names its
+//! future:
+//!
+//! ```
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, Layer, Service};
+//! use tower_serverless::offload::future::ResponseFuture;
+//! use tower_serverless::offload::RequestBody;
+//! use tower_serverless::{MemoryStore, OffloadLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = OffloadLayer::new(MemoryStore::new());
+//! let mut service = layer.layer(service_fn(|_: Request<RequestBody<Full<bytes::Bytes>>>| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(bytes::Bytes::from("done"))))
+//! }));
+//! let future: ResponseFuture<_, _, _> = service.call(Request::post("/").body(Full::default()).unwrap());
+//! assert_eq!(future.await.unwrap().status(), 200);
+//! # }
+//! ```
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
