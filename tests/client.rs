@@ -389,6 +389,23 @@ async fn a_failure_is_read_from_an_error_object_too() {
     assert_eq!(error_type.as_deref(), Some("QuotaExceeded"));
 }
 
+/// Media types are case-insensitive (RFC 9110, section 8.3.1): a status document is one
+/// whatever the case its `Content-Type` is written in, not a result to hand over.
+#[tokio::test]
+async fn a_status_document_is_read_whatever_the_case_of_its_media_type() {
+    for content_type in ["Application/JSON", "application/json;charset=UTF-8"] {
+        let (server, _) = job_server("1", move || {
+            let failed = r#"{"status":"failed","error":"the report failed"}"#;
+            Some(([("content-type", content_type)], failed).into_response())
+        });
+        let error = follow_job(server).await.unwrap_err();
+        let Some(FollowError::Failed { reason, .. }) = error.downcast_ref::<FollowError>() else {
+            panic!("{content_type}: {error:?}");
+        };
+        assert_eq!(reason, "the report failed");
+    }
+}
+
 #[tokio::test]
 async fn following_without_a_time_limit_is_a_setting_like_any_other() {
     let Demo { addr, .. } = demo().await;

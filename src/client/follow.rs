@@ -397,7 +397,11 @@ where
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
+            // The media type without its parameters, in any case (RFC 9110, 8.3.1).
+            .is_some_and(|v| {
+                let essence = v.split(';').next().unwrap_or_default().trim();
+                essence.eq_ignore_ascii_case("application/json")
+            });
         if !is_json {
             return Ok(Polled::Done(boxed(response)));
         }
