@@ -137,11 +137,12 @@ impl FollowLayer {
         self
     }
 
-    /// Whether another host (or scheme) is followed (default: no): in the `202`'s
+    /// Whether another host (or scheme, or port) is followed (default: no): in the `202`'s
     /// `Location`, the status URL's redirect, or a status document's `Location` or
     /// `resourceLocation`. Otherwise the call ends with [`FollowError::OtherHost`] and nothing
     /// is sent there. The requests there go through the same inner service, with whatever
-    /// it adds (credentials, for one).
+    /// it adds (credentials, for one). A port written out that is the scheme's default
+    /// (`https://api.example:443`) is the same host as none.
     pub fn other_hosts(mut self, allowed: bool) -> Self {
         self.config.other_hosts = allowed;
         self
@@ -529,9 +530,21 @@ fn resolve(
     Ok(resolved)
 }
 
-/// Whether `a` and `b` name the same scheme, host and port (or neither names any).
+/// Whether `a` and `b` are one origin (RFC 6454): the same scheme, host and port, a port
+/// left out being the scheme's default; or neither names any.
 fn same_origin(a: &Uri, b: &Uri) -> bool {
-    a.scheme() == b.scheme() && a.authority() == b.authority()
+    let port = |uri: &Uri| {
+        uri.port_u16().or(match uri.scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(80),
+            Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(443),
+            _ => None,
+        })
+    };
+    let same_host = match (a.host(), b.host()) {
+        (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a == b,
+    };
+    a.scheme() == b.scheme() && same_host && port(a) == port(b)
 }
 
 /// `reference` resolved against `base` (RFC 3986, section 5.2): an absolute URI, a
@@ -688,6 +701,41 @@ mod tests {
         }
         for nothing in ["not a uri", "g:h", "1http://a/", "//", "//a b/"] {
             assert_eq!(join(&base, nothing), None, "{nothing:?}");
+        }
+    }
+
+    /// An origin is a scheme, a host and a port (RFC 6454): a port written out that is the
+    /// scheme's default is the same origin as none, hosts compare without case, and what
+    /// comes before a host (`user@`) is not part of it.
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        let same = |a: &str, b: &str| same_origin(&a.parse().unwrap(), &b.parse().unwrap());
+        for (a, b) in [
+            ("http://api.example/jobs", "http://api.example:80/tasks/7"),
+            (
+                "https://api.example:443/jobs",
+                "https://API.example/tasks/7",
+            ),
+            (
+                "http://api.example:8080/jobs",
+                "http://api.example:8080/tasks/7",
+            ),
+            ("http://user@api.example/jobs", "http://api.example/tasks/7"),
+            ("/jobs", "/tasks/7"),
+        ] {
+            assert!(same(a, b), "{a} and {b}");
+            assert!(same(b, a), "{b} and {a}");
+        }
+        for (a, b) in [
+            ("http://api.example/jobs", "https://api.example/tasks/7"),
+            ("http://api.example/jobs", "http://api.example:443/tasks/7"),
+            ("https://api.example/jobs", "https://api.example:80/tasks/7"),
+            ("http://api.example:8080/jobs", "http://api.example/tasks/7"),
+            ("http://api.example/jobs", "http://other.example/tasks/7"),
+            ("http://api.example/jobs", "/tasks/7"),
+        ] {
+            assert!(!same(a, b), "{a} and {b}");
+            assert!(!same(b, a), "{b} and {a}");
         }
     }
 
