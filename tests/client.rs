@@ -389,6 +389,18 @@ async fn a_failure_is_read_from_an_error_object_too() {
     assert_eq!(error_type.as_deref(), Some("QuotaExceeded"));
 }
 
+/// A status URL that answers its final result with another success than `200` (`201
+/// Created`, `204 No Content` for a deletion, as Azure's `Location` polling does): every
+/// success but `202` ends the polling, and that answer is the result.
+#[tokio::test]
+async fn any_success_but_202_from_the_status_url_is_the_result() {
+    for status in [StatusCode::CREATED, StatusCode::NO_CONTENT] {
+        let (server, _) = job_server("1", move || Some(status.into_response()));
+        let response = follow_job(server).await.unwrap();
+        assert_eq!(response.status(), status);
+    }
+}
+
 /// Media types are case-insensitive (RFC 9110, section 8.3.1): a status document is one
 /// whatever the case its `Content-Type` is written in, not a result to hand over.
 #[tokio::test]

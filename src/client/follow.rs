@@ -38,7 +38,7 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// | `202`, or `200` JSON with `status` `pending`, `running`, `inprogress`, `notstarted` or `accepted` | poll again |
 /// | `200` JSON with `status` `succeeded` and a `Location` or `resourceLocation` | `GET` of that: the result |
 /// | `200` JSON with `status` `failed` / `cancelled` | [`FollowError::Failed`] (with `error` and `error_type`, or an `error` object's `message` and `code`) / [`FollowError::Cancelled`] |
-/// | any other `200` | that is the result |
+/// | any other `200`, or another success (`201`, `204`) | that is the result |
 /// | `429`, `502`, `503`, `504` | poll again: the poll did not reach the task |
 /// | anything else | [`FollowError::Unexpected`] |
 ///
@@ -384,6 +384,8 @@ where
             | StatusCode::SERVICE_UNAVAILABLE
             | StatusCode::GATEWAY_TIMEOUT => Ok(Polled::Running(retry_after(&response))),
             StatusCode::OK => self.status_document(response).await,
+            // Another success (`201`, `204`): the final answer, as Azure's polling reads it.
+            status if status.is_success() => Ok(Polled::Done(boxed(response))),
             status => Err(FollowError::Unexpected {
                 location: self.location.clone(),
                 status,
