@@ -389,6 +389,20 @@ async fn a_failure_is_read_from_an_error_object_too() {
     assert_eq!(error_type.as_deref(), Some("QuotaExceeded"));
 }
 
+/// A `202` without `Location` has nothing to follow (a queue's "accepted", Lambda's own
+/// asynchronous `Invoke`): it is the answer, as a redirect without `Location` is for
+/// tower-http's `FollowRedirect`.
+#[tokio::test]
+async fn a_202_without_location_is_the_answer() {
+    let queued = Router::new().route(
+        "/job",
+        axum::routing::post(|| async { (StatusCode::ACCEPTED, "queued") }),
+    );
+    let response = follow_job(queued).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(text(response).await, "queued");
+}
+
 /// A status URL that answers its final result with another success than `200` (`201
 /// Created`, `204 No Content` for a deletion, as Azure's `Location` polling does): every
 /// success but `202` ends the polling, and that answer is the result.

@@ -14,8 +14,8 @@ pub struct DeadlinePassed(pub(crate) ());
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FollowError {
-    /// The `202`, a redirect or a status document that says `succeeded` and points at the
-    /// result named no location, or one that is no URI.
+    /// A redirect or a status document that says `succeeded` and points at the result named
+    /// no location; or it, or the `202`, named one that is no URI.
     #[error("the {status} answer has no usable Location")]
     NoLocation {
         /// The status of the answer.

@@ -30,7 +30,9 @@ const STATUS_LIMIT: usize = 64 << 10;
 ///
 /// After a `202` with `Location` (resolved against the request's URI), it polls that URL,
 /// waiting as `Retry-After` says, in seconds or until an HTTP date (else 100 ms, doubling to
-/// at most 5 s; also when it asks for no wait, `0` or a date passed), and:
+/// at most 5 s; also when it asks for no wait, `0` or a date passed), and goes on as the
+/// table says. A `202` without `Location` has nothing to follow: it is the answer, as a
+/// redirect without one is for tower-http's `FollowRedirect`.
 ///
 /// | the status URL answers | then |
 /// |---|---|
@@ -231,7 +233,11 @@ where
         let poller = self.inner.clone();
         Box::pin(async move {
             let accepted = first.await.map_err(Into::into)?;
-            if accepted.status() != StatusCode::ACCEPTED {
+            // Nothing to follow without a `Location`: the `202` is the answer (one that
+            // names no usable location is an error below).
+            if accepted.status() != StatusCode::ACCEPTED
+                || !accepted.headers().contains_key(LOCATION)
+            {
                 return Ok(boxed(accepted));
             }
             let location = resolve(
