@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -78,7 +78,11 @@ where
         };
     }
     let (parts, body) = response.into_parts();
-    match catch_panic(pin!(capture(body, max_bytes))).await {
+    // Boxed, made once the work is done: inline, the capture's state would be room in the
+    // future of every pending task, which is sized for its largest await (56 bytes more
+    // per pending task, with `ReadAhead`).
+    let mut capturing = Box::pin(capture(body, max_bytes));
+    match catch_panic(capturing.as_mut()).await {
         Ok(Ok(body)) => TaskOutcome::Succeeded(StoredResponse {
             status: parts.status,
             headers: parts.headers,
