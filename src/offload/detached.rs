@@ -2,9 +2,12 @@
 //! so many, their cancellation, and a bounded shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 
@@ -232,16 +235,33 @@ impl Reservation {
         let (tasks, id) = (self.tasks.clone(), self.id);
         // No lock is held here: a runtime that is shutting down drops the task, and this
         // reservation with it, inside `spawn`.
-        // Boxed before it is spawned: the work's future is kilobytes, which `spawn` would
-        // otherwise copy several times on the way into the task.
-        let handle = tokio::spawn(Box::pin(async move {
-            let _place = self;
-            work.await;
-        }));
+        // Boxed before it is spawned: the work's future is most of a kilobyte, which `spawn`
+        // would otherwise copy several times on the way into the task. A future of its own,
+        // not an `async` block: a block that moves the work in and awaits it keeps room for
+        // it twice (what it captured, and what it awaits): 1,512 bytes instead of 752.
+        let handle = tokio::spawn(Box::pin(Holding { work, _place: self }));
         let mut running = tasks.running();
         if let Some(task) = running.get_mut(&id) {
             task.handle = Some(handle.abort_handle());
         }
+    }
+}
+
+pin_project! {
+    /// Detached work holding its place among the running tasks until it ends or is dropped
+    /// (the work first, then the place).
+    struct Holding<W> {
+        #[pin]
+        work: W,
+        _place: Reservation,
+    }
+}
+
+impl<W: Future<Output = ()>> Future for Holding<W> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().work.poll(cx)
     }
 }
 
