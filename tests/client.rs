@@ -689,6 +689,32 @@ async fn a_shorter_budget_the_request_states_is_passed_on_as_it_is() {
     assert!(sent != "5M" && sent.ends_with('u'), "{answer}");
 }
 
+/// An API Gateway stage whose methods require an API key answers a request without one `403
+/// {"message":"Forbidden"}`: the polls of a call made with a key carry it by default, as
+/// they carry its credentials.
+#[tokio::test]
+async fn an_api_key_reaches_the_polls_by_default() {
+    let addr = pointing(Router::new().route(
+        "/status",
+        get(|headers: http::HeaderMap| async move {
+            match headers.get("x-api-key") {
+                Some(key) if key == "k-1" => (StatusCode::OK, "the result"),
+                _ => (StatusCode::FORBIDDEN, r#"{"message":"Forbidden"}"#),
+            }
+        }),
+    ))
+    .await;
+    let mut request = post(format!("http://{addr}/job"));
+    request
+        .headers_mut()
+        .insert("x-api-key", "k-1".parse().unwrap());
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new())
+        .service(hyper_client());
+    let answer = client.oneshot(request).await.unwrap();
+    assert_eq!(text(answer).await, "the result");
+}
+
 #[tokio::test]
 async fn the_forwarded_headers_are_the_ones_named() {
     // The status URL answers the result itself: the headers its poll carried.
@@ -706,7 +732,7 @@ async fn the_forwarded_headers_are_the_ones_named() {
     .await;
     let api_key = http::HeaderName::from_static("x-api-key");
     for (layer, seen) in [
-        (FollowLayer::new(), "authorization cookie"),
+        (FollowLayer::new(), "authorization cookie x-api-key"),
         (
             FollowLayer::new().forward_headers([api_key.clone()]),
             "x-api-key",

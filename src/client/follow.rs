@@ -22,6 +22,9 @@ use crate::offload::store::BoxFuture;
 /// The body of a followed response: the final answer's, boxed once.
 pub type FollowBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// API Gateway's API key header.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The largest status document read to learn a task's state: a JSON answer larger than
 /// this is the result.
 const STATUS_LIMIT: usize = 64 << 10;
@@ -87,15 +90,16 @@ impl FollowLayer {
                 prefer: None,
                 other_hosts: false,
                 cancel_on_drop: false,
-                forward: Arc::new([AUTHORIZATION, COOKIE]),
+                forward: Arc::new([AUTHORIZATION, COOKIE, X_API_KEY]),
             },
         }
     }
 
     /// The headers of the request that its polls, the `GET` of its result and the `DELETE`
-    /// that cancels it carry too (default: `Authorization` and `Cookie`), so that a task
-    /// bound to its owner (see [`OffloadLayer::owner`](crate::OffloadLayer::owner)) answers
-    /// the caller who started it. They go to the request's own host (scheme, host and port)
+    /// that cancels it carry too (default: `Authorization`, `Cookie` and `x-api-key`), so
+    /// that a task bound to its owner (see [`OffloadLayer::owner`](crate::OffloadLayer::owner))
+    /// answers the caller who started it, and an API Gateway stage that requires an API key
+    /// (`x-api-key`) lets the polls in. They go to the request's own host (scheme, host and port)
     /// only: another host, when [allowed](Self::other_hosts), gets none of them. An empty
     /// list forwards nothing.
     ///
@@ -105,7 +109,7 @@ impl FollowLayer {
     ///
     /// let follow = FollowLayer::new().forward_headers([
     ///     http::header::AUTHORIZATION,
-    ///     HeaderName::from_static("x-api-key"),
+    ///     HeaderName::from_static("x-tenant"),
     /// ]);
     /// ```
     pub fn forward_headers<I: IntoIterator<Item = HeaderName>>(mut self, names: I) -> Self {
