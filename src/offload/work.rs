@@ -78,9 +78,9 @@ where
         };
     }
     let (parts, body) = response.into_parts();
-    // Boxed, made once the work is done: inline, the capture's state would be room in the
-    // future of every pending task, which is sized for its largest await (56 bytes more
-    // per pending task, with `ReadAhead`).
+    // Boxed, made once the work is done: inline, the capture's state is room in the future
+    // of every pending task, which is sized for its largest await (616 bytes instead of
+    // 456 for this one).
     let mut capturing = Box::pin(capture(body, max_bytes));
     match catch_panic(capturing.as_mut()).await {
         Ok(Ok(body)) => TaskOutcome::Succeeded(StoredResponse {
