@@ -4,6 +4,7 @@
 //! future:
 //!
 //! ```
+//! use bytes::Bytes;
 //! use http::{Request, Response};
 //! use http_body_util::Full;
 //! use tower::{service_fn, Layer, Service};
@@ -13,11 +14,12 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let layer = OffloadLayer::new(MemoryStore::new());
-//! let mut service = layer.layer(service_fn(|_: Request<RequestBody<Full<bytes::Bytes>>>| async {
-//!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(bytes::Bytes::from("done"))))
-//! }));
-//! let future: ResponseFuture<_, _, _> = service.call(Request::post("/").body(Full::default()).unwrap());
+//! let handler = service_fn(|_: Request<RequestBody<Full<Bytes>>>| async {
+//!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("done"))))
+//! });
+//! let mut service = OffloadLayer::new(MemoryStore::new()).layer(handler);
+//! let request = Request::post("/").body(Full::default()).unwrap();
+//! let future: ResponseFuture<_, _, _> = service.call(request);
 //! assert_eq!(future.await.unwrap().status(), 200);
 //! # }
 //! ```
