@@ -457,7 +457,8 @@ async fn elsewhere() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsiz
         get(move |headers: http::HeaderMap| {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
-                if headers.contains_key("authorization") || headers.contains_key("cookie") {
+                let forwarded = ["authorization", "cookie", "x-api-key"];
+                if forwarded.iter().any(|name| headers.contains_key(*name)) {
                     "the result, and I have your credentials"
                 } else {
                     "the result"
@@ -516,11 +517,13 @@ async fn every_way_to_point_at_another_host_is_refused_unless_allowed() {
         );
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
 
-        // Allowed, the other host gets the request, but not the credentials sent to this one.
+        // Allowed, the other host gets the request, but not the credentials (or the API key)
+        // sent to this one.
         let mut request = post(format!("http://{addr}/job"));
         let headers = request.headers_mut();
         headers.insert("authorization", "Bearer alice".parse().unwrap());
         headers.insert("cookie", "session=alice".parse().unwrap());
+        headers.insert("x-api-key", "k-1".parse().unwrap());
         let allowed = ServiceBuilder::new()
             .layer(FollowLayer::new().other_hosts(true))
             .service(hyper_client())
