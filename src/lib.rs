@@ -92,7 +92,7 @@ pub(crate) use inner_service_accessors;
 pub struct ConfigError(pub(crate) &'static str);
 
 mod capture;
-mod delta_seconds;
+mod number;
 mod response;
 mod wake;
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::header::RETRY_AFTER;
 use http::HeaderMap;
 
-use crate::delta_seconds::delta_seconds;
+use crate::number::{delta_seconds, digits};
 
 /// How long `headers`' `Retry-After` asks to wait from `now`: its seconds, or the time until
 /// its date. `None` when it is absent, malformed, or asks for no wait at all (`0`, a date
@@ -97,12 +97,9 @@ fn days_since_epoch(year: u64, month: u64, day: u64) -> u64 {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// Up to four ASCII digits.
+/// A date's number: up to four digits.
 fn number(text: &str) -> Option<u64> {
-    if text.is_empty() || text.len() > 4 || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
+    digits(text, 4)
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
 
+use crate::number::digits;
+
 /// A request header that announces the time the caller will wait, from a proxy you trust.
 ///
 /// Never trusted unless named with [`DeadlineLayer::trust_header`]. Malformed or
@@ -52,13 +54,6 @@ impl TrustedHeader {
         }
         parsed
     }
-}
-
-fn digits(text: &str, max_len: usize) -> Option<u64> {
-    if text.is_empty() || text.len() > max_len || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
 }
 
 fn parse_millis(text: &str) -> Option<Duration> {

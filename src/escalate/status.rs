@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
+use crate::number::is_digits;
+
 /// A set of HTTP status codes, written like the Lambda Web Adapter's
 /// `AWS_LWA_ERROR_STATUS_CODES`: single codes and inclusive ranges separated by commas.
 ///
@@ -131,7 +133,7 @@ impl FromStr for StatusCodes {
         };
         let code = |text: &str| {
             let text = text.trim();
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            if !is_digits(text) {
                 return Err(fail("a code is not a whole number"));
             }
             text.parse::<u16>()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
 
-use crate::delta_seconds::delta_seconds;
+use crate::number::delta_seconds;
 
 /// Made at compile time: a lookup by `&str` would parse the name on every request.
 const PREFER: HeaderName = HeaderName::from_static("prefer");
