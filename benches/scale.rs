@@ -20,6 +20,7 @@ use http_body_util::Full;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_serverless::offload::RequestBody;
 use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskId, TaskState, TaskStore};
+use tower_serverless_benches::count_from_env;
 
 /// Keeps the number of live heap bytes.
 struct Counting;
@@ -64,7 +65,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let n = tower_serverless_benches::count_from_env("SCALE_REQUESTS", 10_000);
+    let n = count_from_env("SCALE_REQUESTS", 10_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
