@@ -121,7 +121,9 @@ impl DynamoDbLocal {
             ))
             .arg("-jar")
             .arg(dir.join("DynamoDBLocal.jar"))
-            .args(["-port", &self.port.to_string(), "-sharedDb"]);
+            .args(["-port", &self.port.to_string(), "-sharedDb", "-disableTelemetry"])
+            // It writes `dynamodb-local-metadata.json` where it runs: not in the checkout.
+            .current_dir(std::env::temp_dir());
         match &self.dir {
             Some(data) => command.arg("-dbPath").arg(data),
             None => command.arg("-inMemory"),
