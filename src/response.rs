@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use serde_json::{Map, Value};
 
 /// A response with `status` and the serialized JSON `body`.
 pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -11,13 +12,29 @@ pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<
 
 /// `application/problem+json` (RFC 9457) with the status's own title and `detail`.
 pub(crate) fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or_default(),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    with_type(status, body.to_string().into(), "application/problem+json")
+    problem_with(status, detail, Map::new())
+}
+
+/// [`problem`] with extension `members` beside the standard ones, which they cannot replace.
+pub(crate) fn problem_with(
+    status: StatusCode,
+    detail: &str,
+    mut members: Map<String, Value>,
+) -> Response<Full<Bytes>> {
+    let standard = [
+        ("type", Value::from("about:blank")),
+        (
+            "title",
+            status.canonical_reason().unwrap_or_default().into(),
+        ),
+        ("status", status.as_u16().into()),
+        ("detail", detail.into()),
+    ];
+    for (name, value) in standard {
+        members.insert(name.to_owned(), value);
+    }
+    let body = Value::Object(members).to_string();
+    with_type(status, body.into(), "application/problem+json")
 }
 
 fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {

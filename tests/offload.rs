@@ -291,10 +291,9 @@ async fn failures_are_stored_with_a_reason_for_clients() {
     assert_eq!(status["error"], "the result exceeded 1000 bytes");
     let result = client.get(&format!("{oversize}/result")).await;
     assert_eq!(result.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        result.json()["error"],
-        "the task did not succeed; it has no result"
-    );
+    let task = &result.problem("the task did not succeed; it has no result")["task"];
+    assert_eq!(task["status"], "failed");
+    assert_eq!(task["error"], "the result exceeded 1000 bytes");
 
     let fits = client.get(&format!("{fits}/result")).await;
     assert_eq!((fits.status, fits.body.len()), (StatusCode::OK, 1000));
@@ -340,7 +339,9 @@ async fn cancel_aborts_the_work() {
     assert_eq!(status["status"], "cancelled");
     let again = client.send("DELETE", &status_url, &[]).await;
     assert_eq!(again.status, StatusCode::CONFLICT);
-    assert_eq!(again.json()["status"], "cancelled");
+    let task = &again.problem("the task already finished")["task"];
+    assert_eq!(task["status"], "cancelled");
+    assert_eq!(task["id"], status_url.trim_start_matches("/tasks/"));
 }
 
 #[tokio::test]
@@ -474,7 +475,9 @@ async fn status_endpoint_rejects_bad_ids_and_methods() {
     ] {
         let response = client.get(path).await;
         assert_eq!(response.status, StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(response.json()["error"], "no such task");
+        // Problem details as the layers' other errors; a malformed id is named nowhere.
+        let problem = response.problem("no such task");
+        assert_eq!(problem.get("id"), None, "{path}");
     }
     assert_eq!(
         store.calls.load(Ordering::SeqCst),
@@ -483,21 +486,35 @@ async fn status_endpoint_rejects_bad_ids_and_methods() {
     );
 
     let unknown = format!("/tasks/{}", TaskId::random().unwrap());
-    assert_eq!(client.get(&unknown).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        client.send("DELETE", &unknown, &[]).await.status,
-        StatusCode::NOT_FOUND
-    );
+    let id = unknown.trim_start_matches("/tasks/");
+    for response in [
+        client.get(&unknown).await,
+        client.get(&format!("{unknown}/result")).await,
+        client.send("DELETE", &unknown, &[]).await,
+    ] {
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+        assert_eq!(response.problem("no such task")["id"], id);
+    }
     let put = client.send("PUT", &unknown, &[]).await;
     assert_eq!(put.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(put.header("allow"), "GET, HEAD, DELETE");
+    put.problem("PUT is not allowed here; see Allow");
     let post = client.send("POST", &format!("{unknown}/result"), &[]).await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), "GET, HEAD");
+    post.problem("POST is not allowed here; see Allow");
 
     let status_url = assert_accepted(&client.post("/work/400").await);
     let early = client.get(&format!("{status_url}/result")).await;
     assert_eq!(early.status, StatusCode::NOT_FOUND);
-    assert_eq!(early.json()["error"], "the task has not finished yet");
+    // The task's status document, as a poll reads it, beside the problem's members.
+    let task = &early.problem("the task has not finished yet")["task"];
+    assert_eq!(task["status"], "pending");
+    assert_eq!(
+        task["id"],
+        status_url.trim_start_matches("/tasks/"),
+        "{early:?}"
+    );
     offload.detached().wait_idle().await;
 }
 
@@ -567,6 +584,7 @@ async fn a_store_that_fails_gives_no_202_but_a_foreground_answer() {
     assert_eq!(status.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(status.header("retry-after"), "1");
     assert_eq!(status.header("cache-control"), "no-store");
+    status.problem("the task store is unavailable; try again");
     assert!(!status.text().contains("injected"), "internal text leaked");
 }
 

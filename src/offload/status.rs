@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tower::Service;
 
 use super::config::Config;
@@ -21,12 +21,15 @@ use super::TaskId;
 /// | request | answer |
 /// |---|---|
 /// | `GET <prefix>/<id>` | `200` JSON `{id, status, created_at, finished_at?, error?, error_type?}`, with `Retry-After` while pending; `303 See Other` to `<prefix>/<id>/result` once succeeded. A poll does not read the stored response. |
-/// | `GET <prefix>/<id>/result` | the stored response replayed (status, headers, body); `404` JSON unless succeeded |
-/// | `DELETE <prefix>/<id>` | cancels a pending task and stops its work: `204`; `409` when it already finished |
+/// | `GET <prefix>/<id>/result` | the stored response replayed (status, headers, body); `404` unless succeeded, with the task's status document as the member `task` |
+/// | `DELETE <prefix>/<id>` | cancels a pending task and stops its work: `204`; `409` when it already finished, with `task` `{id, status}` |
 ///
 /// Unknown, expired, malformed or another owner's ids answer `404` (malformed ones without
-/// a store call); other methods `405`; a store that cannot be reached `503` with
-/// `Retry-After`. The endpoint's own answers carry `Cache-Control: no-store`, so that no
+/// a store call; the others name the `id`); other methods `405` with `Allow`; a store that
+/// cannot be reached `503` with `Retry-After`. Errors are problem details
+/// (`application/problem+json`, RFC 9457: `type`, `title`, `status`, `detail`), as the
+/// layers' other errors are; a status document's `status` is the task's, a problem's the
+/// HTTP status. The endpoint's own answers carry `Cache-Control: no-store`, so that no
 /// cache in front keeps a poll's answer; a replayed result carries the handler's
 /// `Cache-Control`, or `private` when it set none, so that no shared cache hands it to
 /// another client. Get it from [`OffloadLayer::status_service`](super::OffloadLayer::status_service).
@@ -93,14 +96,15 @@ impl<B> Service<Request<B>> for TaskStatusService {
                     result(&config, id, owner).await
                 }
                 (Target::Status(id), Method::DELETE) => cancel(&config, id, owner).await,
-                (Target::Status(_), _) => Ok(not_allowed("GET, HEAD, DELETE")),
-                (Target::Result(_), _) => Ok(not_allowed("GET, HEAD")),
+                (Target::Status(_), method) => Ok(not_allowed(&method, "GET, HEAD, DELETE")),
+                (Target::Result(_), method) => Ok(not_allowed(&method, "GET, HEAD")),
             };
             Ok(answer.unwrap_or_else(|error| {
                 tracing::warn!(target: "tower_serverless::offload", %error, "task store unavailable for the status endpoint");
-                let mut response = json(
+                let mut response = problem(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({ "error": "the task store is unavailable; try again" }),
+                    "the task store is unavailable; try again",
+                    Map::new(),
                 );
                 response.headers_mut().insert(header::RETRY_AFTER, config.retry_after.clone());
                 response
@@ -176,12 +180,12 @@ async fn result(
             response
         }
         _ => {
-            let mut body = record_json(&record);
-            body["error"] = Value::from(match record.state {
+            let detail = match record.state {
                 TaskState::Pending => "the task has not finished yet",
                 _ => "the task did not succeed; it has no result",
-            });
-            json(StatusCode::NOT_FOUND, &body)
+            };
+            let members = Map::from_iter([("task".to_owned(), record_json(&record))]);
+            problem(StatusCode::NOT_FOUND, detail, members)
         }
     })
 }
@@ -201,10 +205,11 @@ async fn cancel(
             *response.status_mut() = StatusCode::NO_CONTENT;
             response
         }
-        CancelResult::Finished(state) => json(
-            StatusCode::CONFLICT,
-            &json!({ "id": id.to_string(), "status": state.as_str(), "error": "the task already finished" }),
-        ),
+        CancelResult::Finished(state) => {
+            let task = json!({ "id": id.to_string(), "status": state.as_str() });
+            let members = Map::from_iter([("task".to_owned(), task)]);
+            problem(StatusCode::CONFLICT, "the task already finished", members)
+        }
         CancelResult::NotFound => not_found(Some(id)),
     })
 }
@@ -230,27 +235,35 @@ fn record_json(record: &TaskRecord) -> Value {
 /// Every answer of the endpoint's own is `no-store`: a poll's changes while the task runs,
 /// and a cache in front (CloudFront keeps a `GET`'s `200` for a day when the origin says
 /// nothing) would answer `pending` long after the task ended.
-fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = crate::response::json(status, body.to_string());
+fn no_store(mut response: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn not_found(id: Option<TaskId>) -> Response<Full<Bytes>> {
-    let mut body = json!({ "error": "no such task" });
-    if let Some(id) = id {
-        body["id"] = Value::from(id.to_string());
-    }
-    json(StatusCode::NOT_FOUND, &body)
+/// A task's status document.
+fn json(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    no_store(crate::response::json(status, body.to_string()))
 }
 
-fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
-    let mut response = json(
-        StatusCode::METHOD_NOT_ALLOWED,
-        &json!({ "error": "method not allowed" }),
-    );
+/// The endpoint's own errors: problem details (RFC 9457), as the layers' other errors are.
+fn problem(status: StatusCode, detail: &str, members: Map<String, Value>) -> Response<Full<Bytes>> {
+    no_store(crate::response::problem_with(status, detail, members))
+}
+
+/// `404`, naming the task asked for when its id was well-formed.
+fn not_found(id: Option<TaskId>) -> Response<Full<Bytes>> {
+    let members = id
+        .map(|id| ("id".to_owned(), Value::from(id.to_string())))
+        .into_iter()
+        .collect();
+    problem(StatusCode::NOT_FOUND, "no such task", members)
+}
+
+fn not_allowed(method: &Method, allow: &'static str) -> Response<Full<Bytes>> {
+    let detail = format!("{method} is not allowed here; see Allow");
+    let mut response = problem(StatusCode::METHOD_NOT_ALLOWED, &detail, Map::new());
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -121,7 +121,12 @@ impl DynamoDbLocal {
             ))
             .arg("-jar")
             .arg(dir.join("DynamoDBLocal.jar"))
-            .args(["-port", &self.port.to_string(), "-sharedDb", "-disableTelemetry"])
+            .args([
+                "-port",
+                &self.port.to_string(),
+                "-sharedDb",
+                "-disableTelemetry",
+            ])
             // It writes `dynamodb-local-metadata.json` where it runs: not in the checkout.
             .current_dir(std::env::temp_dir());
         match &self.dir {

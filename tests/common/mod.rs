@@ -67,6 +67,19 @@ impl Collected {
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).unwrap().to_str().unwrap()
     }
+
+    /// The body, asserted to be problem details (RFC 9457) of this response's status with
+    /// `detail`: the members every error of the layers has.
+    #[allow(dead_code)] // not every test binary reads errors
+    pub fn problem(&self, detail: &str) -> serde_json::Value {
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        let body = self.json();
+        assert_eq!(body["type"], "about:blank");
+        assert_eq!(body["title"], self.status.canonical_reason().unwrap());
+        assert_eq!(body["status"], self.status.as_u16());
+        assert_eq!(body["detail"], detail);
+        body
+    }
 }
 
 /// The status JSON, from `offload`'s status endpoint, of the task a `202` named.
