@@ -359,8 +359,7 @@ async fn demo_answers_504_after_its_deadline_through_a_real_server() {
     let late = client.get(&format!("http://{addr}/sleep/3000")).await;
     let elapsed = start.elapsed();
     assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(late.header("content-type"), "application/problem+json");
-    assert_eq!(late.json()["status"], 504);
+    late.problem("the request did not complete within its time budget of 1000 ms");
     assert!(elapsed >= Duration::from_millis(1000), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
 
