@@ -23,7 +23,7 @@ printf 'wrk.method = "POST"\n' >"$work/post.lua"
 # The servers print an address and a name a line each, then `# serving until killed`.
 LOAD_SERVE=1 taskset -c 0 "$bin" >"$work/list" &
 server=$!
-until grep -q '^# serving' "$work/list"; do
+until grep -qs '^# serving' "$work/list"; do
   kill -0 "$server" # stops here if the servers died
   sleep 0.1
 done
