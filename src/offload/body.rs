@@ -50,22 +50,45 @@ impl<B: Body + Unpin> RequestBody<B> {
                 break;
             };
             if let Some(data) = frame.data_ref() {
-                // Every chunk of the frame, not only the first: a body of chained buffers
-                // differs from another anywhere in them. (A buffer type that keeps `Buf`'s
-                // default `chunks_vectored` shows its first chunk only, and only that one can
-                // be read without consuming it.)
-                let mut chunks = [IoSlice::new(&[]); 16];
-                let filled = data.chunks_vectored(&mut chunks);
-                let mut at = read;
-                for chunk in &chunks[..filled] {
-                    let take = chunk.len().min(FINGERPRINT_PREFIX.saturating_sub(at));
-                    fingerprint.update(&chunk[..take]);
-                    at += chunk.len();
-                }
+                let wanted = data.remaining().min(FINGERPRINT_PREFIX - read);
+                update_with_prefix(fingerprint, data, wanted);
                 read += data.remaining();
             }
         }
         self
+    }
+}
+
+/// Feeds the first `wanted` bytes of `data` to `fingerprint` without consuming them (the
+/// frame is given back to the service): every chunk of them, not only the first, since a
+/// body of chained buffers differs from another anywhere in them. They are read through
+/// `chunks_vectored`, the one way to see past a buffer's first chunk without consuming it:
+/// a buffer type that keeps `Buf`'s default shows its first chunk only.
+fn update_with_prefix(fingerprint: &mut Fingerprint, data: &impl Buf, wanted: usize) {
+    let mut few = [IoSlice::new(&[]); 16];
+    let mut many = Vec::new();
+    let mut places = few.len();
+    loop {
+        let slices = if places == few.len() {
+            &mut few[..]
+        } else {
+            many.resize(places, IoSlice::new(&[]));
+            &mut many[..]
+        };
+        let filled = data.chunks_vectored(slices).min(places);
+        let shown: usize = slices[..filled].iter().map(|slice| slice.len()).sum();
+        // Every place filled and not all the bytes wanted shown: more chunks than places,
+        // unless there are more places than bytes wanted (a buffer showing empty chunks).
+        if filled < places || shown >= wanted || places > wanted {
+            let mut left = wanted;
+            for slice in &slices[..filled] {
+                let take = slice.len().min(left);
+                fingerprint.update(&slice[..take]);
+                left -= take;
+            }
+            return;
+        }
+        places *= 4;
     }
 }
 
@@ -363,5 +386,50 @@ mod tests {
         assert_ne!(small, large, "another body is another request");
         let whole = fingerprint_of(Bytes::from_static(b"{\"amount\":1}")).await;
         assert_eq!(small, whole, "the bytes count, not how they are chunked");
+    }
+
+    /// Buffers one after the other, each a chunk.
+    struct Pieces(std::collections::VecDeque<Bytes>);
+
+    impl Buf for Pieces {
+        fn remaining(&self) -> usize {
+            self.0.iter().map(Bytes::len).sum()
+        }
+        fn chunk(&self) -> &[u8] {
+            self.0.front().map_or(&[], |piece| piece)
+        }
+        fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+            let slots = dst.iter_mut().zip(&self.0);
+            slots
+                .map(|(slot, piece)| *slot = IoSlice::new(piece))
+                .count()
+        }
+        fn advance(&mut self, mut count: usize) {
+            while count > 0 {
+                let front = self.0.front_mut().expect("count <= remaining");
+                let take = count.min(front.len());
+                front.advance(take);
+                count -= take;
+                if front.is_empty() {
+                    self.0.pop_front();
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_reads_more_chunks_than_one_look_holds() {
+        // 22 chunks, more than the 16 places of the first look, differing in the last one.
+        let many = |last: &'static [u8]| {
+            let mut pieces = vec![Bytes::from_static(b"[")];
+            pieces.extend(std::iter::repeat_n(Bytes::from_static(b"0,"), 20));
+            pieces.push(Bytes::from_static(last));
+            Pieces(pieces.into())
+        };
+        let one = fingerprint_of(many(b"1]")).await;
+        let two = fingerprint_of(many(b"2]")).await;
+        assert_ne!(one, two, "the 22nd chunk counts too");
+        let whole = format!("[{}1]", "0,".repeat(20));
+        assert_eq!(one, fingerprint_of(Bytes::from(whole)).await);
     }
 }

@@ -43,7 +43,10 @@
 //! - **Fingerprint**: FNV-1a (64 bits) over the method, the path and query, and the first
 //!   64 KiB of the body (read ahead and given back to the handler in the
 //!   [`RequestBody`]). The same key with another fingerprint is `422` problem+json, and
-//!   nothing runs.
+//!   nothing runs. A frame's bytes are read through `Buf::chunks_vectored`, which shows
+//!   every chunk of `Bytes`, `Chain` and `VecDeque<u8>` buffers; a buffer type of your own
+//!   that keeps `Buf`'s default implementation shows its first chunk only, and only that
+//!   chunk of each frame is fingerprinted.
 //! - **The record is stored before the work starts**, and the work then runs to an outcome
 //!   even when the request that started it is gone (the client left, a proxy or a
 //!   [`DeadlineLayer`](crate::DeadlineLayer) answered first). A store that cannot keep the
