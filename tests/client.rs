@@ -247,10 +247,16 @@ async fn a_wait_past_the_limit_ends_the_following_at_once() {
 }
 
 /// A gateway's `502` or `504` on a poll (the status endpoint's environment failed, or did
-/// not answer in time) says nothing of the task: the next poll may land elsewhere.
+/// not answer in time) says nothing of the task: the next poll may land elsewhere. Nor does
+/// a `408` (a server or proxy that closed the connection as the poll came), which RFC 9110
+/// lets a client repeat.
 #[tokio::test]
 async fn a_gateway_error_on_a_poll_is_polled_past() {
-    for status in [StatusCode::BAD_GATEWAY, StatusCode::GATEWAY_TIMEOUT] {
+    for status in [
+        StatusCode::BAD_GATEWAY,
+        StatusCode::GATEWAY_TIMEOUT,
+        StatusCode::REQUEST_TIMEOUT,
+    ] {
         let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = polls.clone();
         let (server, _) = job_server("1", move || {

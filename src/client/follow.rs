@@ -44,7 +44,7 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// | `200` JSON with `status` `succeeded` and a `Location` or `resourceLocation` | `GET` of that: the result |
 /// | `200` JSON with `status` `failed` / `cancelled` | [`FollowError::Failed`] (with `error` and `error_type`, or an `error` object's `message` and `code`) / [`FollowError::Cancelled`] |
 /// | any other `200`, or another success (`201`, `204`) | that is the result |
-/// | `429`, `502`, `503`, `504` | poll again: the poll did not reach the task |
+/// | `408`, `429`, `502`, `503`, `504` | poll again: the poll did not reach the task |
 /// | anything else | [`FollowError::Unexpected`] |
 ///
 /// This covers this crate's [`OffloadLayer`](crate::OffloadLayer) and the same pattern
@@ -386,9 +386,11 @@ where
             return Ok(Polled::Done(boxed(self.get(result).await?)));
         }
         match status {
-            // Still running; or a poll that did not reach the task (throttled, a gateway
-            // whose target failed or did not answer), which the next poll may.
+            // Still running; or a poll that did not reach the task (the connection closed as
+            // it came, throttled, a gateway whose target failed or did not answer), which
+            // the next poll may.
             StatusCode::ACCEPTED
+            | StatusCode::REQUEST_TIMEOUT
             | StatusCode::TOO_MANY_REQUESTS
             | StatusCode::BAD_GATEWAY
             | StatusCode::SERVICE_UNAVAILABLE
