@@ -574,7 +574,9 @@ fn join(base: &Uri, reference: &str) -> Option<Uri> {
     };
     let mut parts = Parts::default();
     parts.scheme = match scheme {
-        Some(scheme) => Some(scheme.parse().ok()?),
+        // In lower case, its canonical form: `http`'s parser takes `HTTP` for some other
+        // scheme, which no connector serves and no origin check matches.
+        Some(scheme) => Some(scheme.to_ascii_lowercase().parse().ok()?),
         None => base.scheme().cloned(),
     };
     // An absolute URI is a scheme and a network-path: `//authority`, then the path.
@@ -709,6 +711,9 @@ mod tests {
                 "http://a/tasks/7?next=http://x/y",
             ),
             ("tasks/7?from=a:b", "http://a/b/c/tasks/7?from=a:b"),
+            // Schemes are case-insensitive, and lower case is their canonical form (3.1).
+            ("HTTP://a/g", "http://a/g"),
+            ("Https://other.example/t", "https://other.example/t"),
         ] {
             let joined = join(&base, reference).map(|uri| uri.to_string());
             assert_eq!(joined.as_deref(), Some(resolved), "{reference:?}");
@@ -726,6 +731,7 @@ mod tests {
         let same = |a: &str, b: &str| same_origin(&a.parse().unwrap(), &b.parse().unwrap());
         for (a, b) in [
             ("http://api.example/jobs", "http://api.example:80/tasks/7"),
+            ("http://api.example/jobs", "HTTP://api.example/tasks/7"),
             (
                 "https://api.example:443/jobs",
                 "https://API.example/tasks/7",
@@ -781,6 +787,12 @@ mod tests {
         assert_eq!(
             resolve(&base, other, true, accepted).unwrap().to_string(),
             "https://other.example/tasks/7"
+        );
+        let upper = Some("HTTP://api.example/tasks/7");
+        assert_eq!(
+            resolve(&base, upper, false, accepted).unwrap().to_string(),
+            "http://api.example/tasks/7",
+            "the same origin, whatever the scheme's case"
         );
         for missing in [None, Some("not a uri")] {
             let error = resolve(&base, missing, false, accepted).unwrap_err();
