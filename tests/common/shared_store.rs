@@ -115,16 +115,17 @@ pub async fn a_cancel_on_another_process_stops_the_work_at_its_next_renewal(
     store: &impl SharedStore,
 ) {
     let (dropped, forever) = super::forever("/forever");
-    // The worker learns of the cancel when it renews, every third of its lease.
-    let (a_offload, a) = process_with_lease(store, forever, Duration::from_secs(1)).await;
+    // The worker learns of the cancel when it renews, every third of its lease. Not a
+    // shorter lease: a renewal that waits on a store busy with the other tests (DynamoDB
+    // Local under a thousand offloads, on a loaded machine) must not lapse it before the
+    // cancel, which then finds the task failed (`worker lost`) and answers `409`.
+    let (a_offload, a) = process_with_lease(store, forever, Duration::from_secs(6)).await;
     let (_, b) = process(store, routes()).await;
     let client = HttpClient::new();
 
     let status_url = accepted(&send(&client, "POST", a, "/forever", &[]).await);
-    assert_eq!(
-        send(&client, "DELETE", b, &status_url, &[]).await.status,
-        StatusCode::NO_CONTENT
-    );
+    let cancel = send(&client, "DELETE", b, &status_url, &[]).await;
+    assert_eq!(cancel.status, StatusCode::NO_CONTENT, "{}", cancel.text());
     assert!(
         dropped.await.is_err(),
         "the work on the other process was dropped"
