@@ -45,3 +45,31 @@ fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Res
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn members_stand_beside_the_standard_ones_and_cannot_replace_them() {
+        let members = Map::from_iter([
+            ("status".to_owned(), Value::from("pending")),
+            ("task".to_owned(), Value::from("7")),
+        ]);
+        let response = problem_with(StatusCode::NOT_FOUND, "no such task", members);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "type": "about:blank",
+                "title": "Not Found",
+                "status": 404,
+                "detail": "no such task",
+                "task": "7",
+            })
+        );
+    }
+}

@@ -731,7 +731,6 @@ mod tests {
         let same = |a: &str, b: &str| same_origin(&a.parse().unwrap(), &b.parse().unwrap());
         for (a, b) in [
             ("http://api.example/jobs", "http://api.example:80/tasks/7"),
-            ("http://api.example/jobs", "HTTP://api.example/tasks/7"),
             (
                 "https://api.example:443/jobs",
                 "https://API.example/tasks/7",
