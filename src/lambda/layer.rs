@@ -28,16 +28,26 @@ pub struct LambdaLayer {
     keep_stage: bool,
     // Without its slashes: `orders`, `api/v2`.
     base_path: Option<Arc<str>>,
+    // Detached work ends at the function's deadline: Lambda may freeze or cut the
+    // environment after it. Not on Managed Instances, which never freeze and do not stop
+    // the code at an invocation's deadline.
+    bound_to_invocation: bool,
 }
 
 impl LambdaLayer {
     /// A layer with the caps of [`FrontDoors::new`] (REST 29 s, HTTP API 30 s, function
     /// URLs and ALB none) and a 1 s margin, taking the stage off the path.
+    ///
+    /// It reads `AWS_LAMBDA_MAX_CONCURRENCY` now: above 1 (Lambda Managed Instances, whose
+    /// environments never freeze and whose code runs on past an invocation's deadline),
+    /// detached work is not bound to the function's deadline and gets no
+    /// [`BackgroundDeadline`].
     pub fn new() -> Self {
         Self {
             doors: FrontDoors::new(),
             keep_stage: false,
             base_path: None,
+            bound_to_invocation: !super::never_freezes(),
         }
     }
 
@@ -269,7 +279,8 @@ impl<S> LambdaService<S> {
         .into_iter()
         .flatten()
         .reduce(Deadline::min);
-        (foreground, function)
+        let background = function.filter(|_| self.layer.bound_to_invocation);
+        (foreground, background)
     }
 
     /// Takes the stage and a custom domain's base path off the path (unless kept), then a

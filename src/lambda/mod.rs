@@ -22,7 +22,9 @@
 //!   that deadline;
 //! - the [`BackgroundDeadline`](crate::offload::BackgroundDeadline) of detached work: the
 //!   function's deadline minus the margin. Work still running then is stored as failed
-//!   (`lambda deadline`) and the extension releases the invocation before Lambda cuts it;
+//!   (`lambda deadline`) and the extension releases the invocation before Lambda cuts it.
+//!   Not on Managed Instances (below), where the offload layer's own background budget
+//!   bounds the work;
 //! - the path without an API Gateway stage (`/prod/hello` becomes `/hello`, whether or not
 //!   `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is set) or a custom domain's base path
 //!   (`/v1/hello` through a mapping of `/v1` to the stage; known from a REST resource or an
@@ -34,7 +36,12 @@
 //!
 //! Each invocation is held only for the work it detached. On Lambda Managed Instances
 //! (`AWS_LAMBDA_MAX_CONCURRENCY` above 1) the runtime serves that many invocations at once
-//! and nothing is held: those environments never freeze.
+//! and nothing is held: those environments never freeze, and Lambda answers an invocation
+//! that passes its deadline with a timeout error without stopping the code, so detached
+//! work runs on past the deadline of the invocation that started it, to its end or to
+//! [`OffloadLayer::background_deadline`](crate::OffloadLayer::background_deadline). An
+//! environment shut down meanwhile loses the work; its task in a shared store then reads
+//! failed (`worker lost`) once its lease lapses.
 //!
 //! While an environment is held, Lambda sends every other invocation, the client's polls
 //! included, to other environments: the offload store must be shared (DynamoDB, Redis), and the
@@ -67,6 +74,15 @@
 
 mod layer;
 mod runner;
+
+/// Whether this environment runs several invocations at once and never freezes (Lambda
+/// Managed Instances: `AWS_LAMBDA_MAX_CONCURRENCY` above 1).
+fn never_freezes() -> bool {
+    std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|value| value.trim().parse::<u32>().ok())
+        .is_some_and(|max| max > 1)
+}
 
 pub use self::layer::{LambdaLayer, LambdaService};
 pub use self::runner::{run, Runner};

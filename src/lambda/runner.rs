@@ -129,7 +129,7 @@ impl Runner {
         let service = Converted(self.layer.layer(service));
         let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service))
             .layer(lambda_runtime::layers::TracingLayer::new());
-        if managed_concurrency() {
+        if super::never_freezes() {
             return runtime.run_concurrent().await;
         }
         let invocations = Invocations::default();
@@ -192,14 +192,6 @@ where
             Ok(converted.await)
         })
     }
-}
-
-/// Whether this environment runs several invocations at once (Lambda Managed Instances).
-fn managed_concurrency() -> bool {
-    std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
-        .ok()
-        .and_then(|value| value.trim().parse::<u32>().ok())
-        .is_some_and(|max| max > 1)
 }
 
 /// Holds the invocation until its response or error is posted and the work it detached is

@@ -112,7 +112,8 @@
 ///
 /// The Lambda runner (feature `lambda`) sets it to the function's deadline minus the
 /// margin, so that work still running then is stored as failed (`lambda deadline`) before
-/// the environment can be cut.
+/// the environment can be cut; on Lambda Managed Instances, which neither freeze nor cut
+/// an environment at an invocation's deadline, it sets none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackgroundDeadline(pub crate::deadline::Deadline);
 
