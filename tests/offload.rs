@@ -293,6 +293,10 @@ async fn failures_are_stored_with_a_reason_for_clients() {
     assert_eq!(result.status, StatusCode::NOT_FOUND);
     let task = &result.problem("the task did not succeed; it has no result")["task"];
     assert_eq!(task["status"], "failed");
+    assert!(
+        !result.headers.contains_key("retry-after"),
+        "a failed task's result never comes"
+    );
     assert_eq!(task["error"], "the result exceeded 1000 bytes");
 
     let fits = client.get(&format!("{fits}/result")).await;
@@ -507,6 +511,8 @@ async fn status_endpoint_rejects_bad_ids_and_methods() {
     let status_url = assert_accepted(&client.post("/work/400").await);
     let early = client.get(&format!("{status_url}/result")).await;
     assert_eq!(early.status, StatusCode::NOT_FOUND);
+    // Not there yet: when to come back, as a poll of the status URL says.
+    assert_eq!(early.header("retry-after"), "1", "{early:?}");
     // The task's status document, as a poll reads it, beside the problem's members.
     let task = &early.problem("the task has not finished yet")["task"];
     assert_eq!(task["status"], "pending");

@@ -21,7 +21,7 @@ use super::TaskId;
 /// | request | answer |
 /// |---|---|
 /// | `GET <prefix>/<id>` | `200` JSON `{id, status, created_at, finished_at?, error?, error_type?}`, with `Retry-After` while pending; `303 See Other` to `<prefix>/<id>/result` once succeeded. A poll does not read the stored response. |
-/// | `GET <prefix>/<id>/result` | the stored response replayed (status, headers, body); `404` unless succeeded, with the task's status document as the member `task` |
+/// | `GET <prefix>/<id>/result` | the stored response replayed (status, headers, body); `404` unless succeeded, with the task's status document as the member `task` (and `Retry-After` while pending) |
 /// | `DELETE <prefix>/<id>` | cancels a pending task and stops its work: `204`; `409` when it already finished, with `task` `{id, status}` |
 ///
 /// Unknown, expired, malformed or another owner's ids answer `404` (malformed ones without
@@ -180,12 +180,21 @@ async fn result(
             response
         }
         _ => {
-            let detail = match record.state {
-                TaskState::Pending => "the task has not finished yet",
-                _ => "the task did not succeed; it has no result",
+            let pending = record.state == TaskState::Pending;
+            let detail = if pending {
+                "the task has not finished yet"
+            } else {
+                "the task did not succeed; it has no result"
             };
             let members = Map::from_iter([("task".to_owned(), record_json(&record))]);
-            problem(StatusCode::NOT_FOUND, detail, members)
+            let mut response = problem(StatusCode::NOT_FOUND, detail, members);
+            if pending {
+                // When to come back, as a poll of the status URL says.
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, config.retry_after.clone());
+            }
+            response
         }
     })
 }
