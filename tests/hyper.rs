@@ -10,14 +10,15 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::Layer;
 use tower_serverless::EscalateLayer;
 
-/// Serves the demo routes behind EscalateLayer in its failing mode with hyper.
+/// Serves the demo routes behind EscalateLayer in its failing mode with hyper, HTTP/1.1 or
+/// HTTP/2 as the client speaks.
 async fn serve_escalating() -> SocketAddr {
     let service = EscalateLayer::new()
         .status_spec("503")
@@ -29,7 +30,11 @@ async fn serve_escalating() -> SocketAddr {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
             let service = TowerToHyperService::new(service.clone());
-            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+            });
         }
     });
     addr
@@ -66,6 +71,42 @@ async fn escalation_closes_the_connection_without_a_response() {
 
     let (status, _) = request(addr, "/status/502").await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
+}
+
+/// Under HTTP/2 a connection carries many requests: hyper resets the stream of the one that
+/// escalated (`RST_STREAM` with `INTERNAL_ERROR`), and the connection serves the others.
+#[tokio::test]
+async fn under_http2_an_escalation_resets_its_stream_only() {
+    common::quiet_panics();
+    let addr = serve_escalating().await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let get = |path: &str| {
+        Request::get(format!("http://{addr}{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    for path in ["/fail", "/panic"] {
+        let error = sender.send_request(get(path)).await.unwrap_err();
+        let reason = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<h2::Error>())
+            .and_then(h2::Error::reason);
+        assert_eq!(
+            reason,
+            Some(h2::Reason::INTERNAL_ERROR),
+            "{path}: {error:?}"
+        );
+        // The same connection answers the next request.
+        sender.ready().await.unwrap();
+        let hello = sender.send_request(get("/hello")).await.unwrap();
+        let status = hello.status();
+        let body = hello.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+    }
 }
 
 /// Behind the Lambda Web Adapter, the adapter's headers give the same deadlines as the

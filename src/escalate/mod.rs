@@ -19,7 +19,7 @@
 //!
 //! | host | mode | what an escalation becomes |
 //! |---|---|---|
-//! | `lambda_http::run`, or a hyper server | [`Fail`] (default) | `Err(EscalateError)`: a failed invocation with `errorType`/`errorMessage` (feature `lambda`: `From<EscalateError> for Diagnostic`), or a closed connection under hyper, which the Lambda Web Adapter reports as a failed invocation |
+//! | `lambda_http::run`, or a hyper server | [`Fail`] (default) | `Err(EscalateError)`: a failed invocation with `errorType`/`errorMessage` (feature `lambda`: `From<EscalateError> for Diagnostic`), or, under hyper, a closed connection (HTTP/2: the request's stream reset with `INTERNAL_ERROR`, the connection kept), which the Lambda Web Adapter reports as a failed invocation |
 //! | `axum::serve`, any host that needs `Error = Infallible` | [`Respond`] via [`EscalateLayer::infallible`] | a response with a designated status (default `500`) and a JSON body `{"errorType", "errorMessage"}`; run the Lambda Web Adapter with `AWS_LWA_ERROR_STATUS_CODES=500` (or the status you chose) |
 //!
 //! In [`Fail`] mode the escalation's message never reaches the HTTP client. In [`Respond`]
