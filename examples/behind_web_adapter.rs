@@ -3,7 +3,8 @@
 //!
 //! Each request's deadline comes from the headers the adapter forwards
 //! (`x-amzn-request-context`, `x-amzn-lambda-context`): the front door's arrival plus its cap
-//! (`REST_TIMEOUT_MS` for a REST API whose timeout was raised) and the function's deadline,
+//! (`REST_TIMEOUT_MS` for a REST API whose timeout was raised, `CLOUDFRONT_TIMEOUT_MS` for a
+//! CloudFront distribution in front whose origin response timeout was) and the function's deadline,
 //! as under the Lambda runner; `DEADLINE_MS` shortens it.
 //!
 //! Two ways to fail the invocation, chosen with env `ESCALATION`:

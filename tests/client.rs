@@ -36,9 +36,7 @@ async fn demo() -> Demo {
     let settings = app::Settings {
         deadline: None,
         offload_after: Duration::from_millis(200),
-        redis_url: None,
-        tasks_table: None,
-        rest_cap: None,
+        ..Default::default()
     };
     let offload = settings.offload_layer().await.unwrap();
     let (record, seen) = tokio::sync::watch::channel(Vec::new());

@@ -347,9 +347,7 @@ async fn demo_answers_504_after_its_deadline_through_a_real_server() {
     let settings = app::Settings {
         deadline: Some(Duration::from_millis(1000)),
         offload_after: Duration::from_secs(2),
-        redis_url: None,
-        tasks_table: None,
-        rest_cap: None,
+        ..Default::default()
     };
     let offload = settings.offload_layer().await.unwrap();
     let addr = common::serve(app::serve_app(&settings, &offload)).await;

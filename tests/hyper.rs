@@ -160,11 +160,26 @@ async fn lambda_web_adapter_headers_set_the_deadline() {
     // A function URL has no cap: the function's deadline minus the margin, 99 s.
     let url = format!(r#"{{"timeEpoch":{now},"domainName":"abc.lambda-url.us-east-1.on.aws"}}"#);
     let ms = ask(vec![
-        ("x-amzn-request-context", url),
+        ("x-amzn-request-context", url.clone()),
         ("x-amzn-lambda-context", lambda.clone()),
     ])
     .await;
     assert!((98_000..=99_000).contains(&ms), "function URL {ms}");
+    // The same behind CloudFront, which the adapter passes on as the event's header:
+    // CloudFront's 30 s origin response timeout, minus the margin.
+    let ms = ask(vec![
+        ("x-amzn-request-context", url.clone()),
+        ("x-amzn-lambda-context", lambda.clone()),
+        (
+            "x-amz-cf-id",
+            "rEZ41zHijmTaPJrLdiavv7oU8giHtH8HQXvabc2QPAly".to_owned(),
+        ),
+    ])
+    .await;
+    assert!(
+        (28_000..=29_000).contains(&ms),
+        "function URL behind CloudFront {ms}"
+    );
     // Malformed JSON or values are ignored: no zero budget, no panic.
     for bad in [
         "{",

@@ -206,7 +206,8 @@ async fn remaining(api: &mut RuntimeApi, id: &str, event: serde_json::Value) -> 
 }
 
 /// Each front door gets its own cap: REST 29 s and HTTP API 30 s from arrival; function
-/// URLs and ALB none, only the function's deadline (100 s here), each minus the 1 s margin.
+/// URLs and ALB none, only the function's deadline (100 s here), each minus the 1 s margin;
+/// CloudFront in front adds its origin response timeout.
 async fn front_doors(api: &mut RuntimeApi) {
     let rest = remaining(api, "rest", rest_api_event("/remaining", now_ms())).await;
     assert!((27_000..=28_000).contains(&rest), "REST {rest} ms");
@@ -221,6 +222,35 @@ async fn front_doors(api: &mut RuntimeApi) {
     assert!((98_000..=99_000).contains(&url), "function URL {url} ms");
     let alb = remaining(api, "alb", alb_event("/remaining")).await;
     assert!((98_000..=99_000).contains(&alb), "ALB {alb} ms");
+
+    // Behind CloudFront (its `X-Amz-Cf-Id` on the request), the distribution's origin
+    // response timeout (30 s unless raised) caps a door that has none: a function URL
+    // event that arrived 10 s ago has 30 - 10 - 1 = 19 s; an ALB event, which says nothing
+    // of its arrival, 29 s from when the function got it.
+    let from_cloudfront = |mut event: serde_json::Value| {
+        event["headers"]["x-amz-cf-id"] = "rEZ41zHijmTaPJrLdiavv7oU8giHtH8HQXvabc2QPAly".into();
+        event
+    };
+    let event = from_cloudfront(function_url_event("GET", "/remaining", now_ms() - 10_000));
+    let url = remaining(api, "cloudfront-url", event).await;
+    assert!(
+        (18_000..=19_000).contains(&url),
+        "function URL behind CloudFront {url} ms"
+    );
+    let event = from_cloudfront(alb_event("/remaining"));
+    let alb = remaining(api, "cloudfront-alb", event).await;
+    assert!(
+        (28_000..=29_000).contains(&alb),
+        "ALB behind CloudFront {alb} ms"
+    );
+    // A REST API's own cap is the shorter: an edge-optimized API is reached through
+    // CloudFront too.
+    let event = from_cloudfront(rest_api_event("/remaining", now_ms()));
+    let rest = remaining(api, "cloudfront-rest", event).await;
+    assert!(
+        (27_000..=28_000).contains(&rest),
+        "REST behind CloudFront {rest} ms"
+    );
 }
 
 /// Routes serve REST and HTTP API events of a named stage, and a `202`'s `Location` is the

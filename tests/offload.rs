@@ -758,9 +758,7 @@ async fn demo_offloads_jobs_through_a_real_server() {
     let settings = app::Settings {
         deadline: None,
         offload_after: Duration::from_millis(500),
-        redis_url: None,
-        tasks_table: None,
-        rest_cap: None,
+        ..Default::default()
     };
     let offload = settings.offload_layer().await.unwrap();
     let client = Client::new(common::serve(app::serve_app(&settings, &offload)).await);

@@ -42,8 +42,9 @@ fn dynamodb_client() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 
-/// What the environment can change in the demo.
-#[derive(Clone, Debug)]
+/// What the environment can change in the demo; the default is an empty environment's but
+/// for `offload_after`, which a test sets.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Settings {
     /// `DEADLINE_MS`: the request budget (default: the API Gateway REST preset, 28 s).
     pub(crate) deadline: Option<Duration>,
@@ -58,6 +59,9 @@ pub(crate) struct Settings {
     /// `REST_TIMEOUT_MS`: the integration timeout of a REST API in front, when raised
     /// above 29 s (up to 300 s, or 15 min with response streaming).
     pub(crate) rest_cap: Option<Duration>,
+    /// `CLOUDFRONT_TIMEOUT_MS`: the origin response timeout of a CloudFront distribution in
+    /// front, when raised above 30 s (up to 60 s, or 180 s with a raised quota).
+    pub(crate) cloudfront_cap: Option<Duration>,
 }
 
 impl Settings {
@@ -73,6 +77,7 @@ impl Settings {
                 .ok()
                 .filter(|table| !table.is_empty()),
             rest_cap: millis_from_env("REST_TIMEOUT_MS")?,
+            cloudfront_cap: millis_from_env("CLOUDFRONT_TIMEOUT_MS")?,
         })
     }
 
@@ -82,14 +87,20 @@ impl Settings {
             .map_or_else(DeadlineLayer::api_gateway_rest, DeadlineLayer::new)
     }
 
-    /// The front doors' caps, with `REST_TIMEOUT_MS` when set.
+    /// The front doors' caps, with `REST_TIMEOUT_MS` and `CLOUDFRONT_TIMEOUT_MS` when set.
     pub(crate) fn front_doors(&self) -> Result<FrontDoors, String> {
-        match self.rest_cap {
-            None => Ok(FrontDoors::new()),
-            Some(cap) => FrontDoors::new()
+        let mut doors = FrontDoors::new();
+        if let Some(cap) = self.rest_cap {
+            doors = doors
                 .rest_cap(cap)
-                .map_err(|error| format!("REST_TIMEOUT_MS: {error}")),
+                .map_err(|error| format!("REST_TIMEOUT_MS: {error}"))?;
         }
+        if let Some(cap) = self.cloudfront_cap {
+            doors = doors
+                .cloudfront_cap(Some(cap))
+                .map_err(|error| format!("CLOUDFRONT_TIMEOUT_MS: {error}"))?;
+        }
+        Ok(doors)
     }
 
     /// On Lambda, under the runner: `DEADLINE_MS` when set; the deadline the runner takes

@@ -4,11 +4,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::request::Parts;
+use http::{HeaderMap, HeaderName};
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::value::later;
-use super::{Deadline, DeadlineSource, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};
+use super::{
+    Deadline, DeadlineSource, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, CLOUDFRONT_CAP,
+    DEFAULT_MARGIN,
+};
 use crate::ConfigError;
 
 /// How a request reached a Lambda function, which decides the cap in front of it.
@@ -48,6 +52,8 @@ const IMPLAUSIBLE_BEFORE: Duration = Duration::from_secs(15 * 60);
 /// assert_eq!(doors.cap(FrontDoor::RestApi), Some(Duration::from_secs(120)));
 /// assert_eq!(doors.cap(FrontDoor::HttpApi), Some(Duration::from_secs(30)));
 /// assert_eq!(doors.cap(FrontDoor::FunctionUrl), None);
+/// // A function URL behind a CloudFront distribution whose origin response timeout is 60 s.
+/// let doors = FrontDoors::new().cloudfront_cap(Some(Duration::from_secs(60)))?;
 /// # Ok(())
 /// # }
 /// ```
@@ -56,8 +62,12 @@ const IMPLAUSIBLE_BEFORE: Duration = Duration::from_secs(15 * 60);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrontDoors {
     rest_cap: Duration,
+    cloudfront_cap: Option<Duration>,
     margin: Duration,
 }
+
+/// The header CloudFront adds to every request it sends to an origin.
+const CLOUDFRONT_ID: HeaderName = HeaderName::from_static("x-amz-cf-id");
 
 impl Default for FrontDoors {
     fn default() -> Self {
@@ -66,11 +76,12 @@ impl Default for FrontDoors {
 }
 
 impl FrontDoors {
-    /// REST APIs capped at 29 s, HTTP APIs at 30 s, function URLs and ALB uncapped; a 1 s
-    /// margin.
+    /// REST APIs capped at 29 s, HTTP APIs at 30 s, function URLs and ALB uncapped,
+    /// CloudFront in front of any of them at 30 s; a 1 s margin.
     pub fn new() -> Self {
         Self {
             rest_cap: API_GATEWAY_REST_CAP,
+            cloudfront_cap: Some(CLOUDFRONT_CAP),
             margin: DEFAULT_MARGIN,
         }
     }
@@ -91,6 +102,41 @@ impl FrontDoors {
         Ok(self)
     }
 
+    /// The origin response timeout of a CloudFront distribution in front of the function
+    /// (default 30 s, CloudFront's own; up to 60 s, or 180 s with a raised quota), or
+    /// `None` to ignore CloudFront. A request came through CloudFront when it carries the
+    /// `X-Amz-Cf-Id` header CloudFront adds; CloudFront answers `504` itself once the
+    /// origin has not answered within this time, as API Gateway does at its cap, so the
+    /// cap applies beside the door's own: it is what bounds a function URL or an ALB
+    /// behind a distribution. It counts from the door's arrival time, or for an ALB, whose
+    /// events have none, from when the function got the request. A client that calls the
+    /// function directly with the header only shortens its own request's time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_serverless::deadline::FrontDoors;
+    ///
+    /// # fn main() -> Result<(), tower_serverless::ConfigError> {
+    /// // A distribution whose origin response timeout was raised to 60 s.
+    /// let doors = FrontDoors::new().cloudfront_cap(Some(Duration::from_secs(60)))?;
+    /// assert!(FrontDoors::new().cloudfront_cap(Some(Duration::ZERO)).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When `cap` is zero or above 15 minutes, the longest an invocation runs.
+    pub fn cloudfront_cap(mut self, cap: Option<Duration>) -> Result<Self, ConfigError> {
+        if cap.is_some_and(|cap| cap.is_zero() || cap > LAMBDA_MAX) {
+            return Err(ConfigError(
+                "CloudFront's cap is above zero and at most 15 minutes",
+            ));
+        }
+        self.cloudfront_cap = cap;
+        Ok(self)
+    }
+
     /// The time kept below each cap and below the function's deadline for sending the
     /// answer (default 1 s).
     pub fn margin(mut self, margin: Duration) -> Self {
@@ -107,17 +153,37 @@ impl FrontDoors {
         }
     }
 
-    /// The deadline a front door sets: its arrival time plus its cap, minus the margin;
-    /// `None` for an arrival that is no plausible epoch in milliseconds (more than 15
-    /// minutes ago: `cargo lambda watch` sends seconds), with one warning per process.
-    pub(crate) fn gateway(&self, door: FrontDoor, arrived_epoch_ms: i64) -> Option<Deadline> {
-        let cap = self.cap(door)?;
-        let arrived = plausible(arrived_epoch_ms, Epoch::GatewayArrival)?;
-        let at = later(arrived, cap);
-        Some(Deadline::at(
-            before(at, self.margin),
-            DeadlineSource::Gateway,
-        ))
+    /// The deadline the front doors set, each its arrival time plus its cap, minus the
+    /// margin: the `door` the request came through, if known, at `arrived_epoch_ms` (`None`
+    /// when the event does not say, as an ALB's), and CloudFront in front of it when
+    /// `headers` say so. An arrival that is no plausible epoch in milliseconds (more than
+    /// 15 minutes ago: `cargo lambda watch` sends seconds) is none, with one warning per
+    /// process; CloudFront then counts from now.
+    pub(crate) fn gateway(
+        &self,
+        door: Option<FrontDoor>,
+        arrived_epoch_ms: Option<i64>,
+        headers: &HeaderMap,
+    ) -> Option<Deadline> {
+        let door_cap = door.and_then(|door| self.cap(door));
+        let cloudfront_cap = self
+            .cloudfront_cap
+            .filter(|_| headers.contains_key(CLOUDFRONT_ID));
+        if door_cap.is_none() && cloudfront_cap.is_none() {
+            return None;
+        }
+        let arrived =
+            arrived_epoch_ms.and_then(|epoch_ms| plausible(epoch_ms, Epoch::GatewayArrival));
+        let capped = |arrived: Instant, cap: Duration| {
+            Deadline::at(
+                before(later(arrived, cap), self.margin),
+                DeadlineSource::Gateway,
+            )
+        };
+        let door = door_cap.zip(arrived).map(|(cap, at)| capped(at, cap));
+        let cloudfront =
+            cloudfront_cap.map(|cap| capped(arrived.unwrap_or_else(Instant::now), cap));
+        door.into_iter().chain(cloudfront).reduce(Deadline::min)
     }
 
     /// The function's deadline minus the margin; `None` for a value that is no plausible
@@ -218,22 +284,20 @@ impl FrontDoors {
     /// and the function's. Malformed JSON or values are ignored, with a debug event.
     pub(crate) fn adapter_deadline(&self, parts: &Parts) -> Option<Deadline> {
         let context = adapter_header::<AdapterRequestContext>(parts, "x-amzn-request-context");
-        let gateway = context.and_then(|context| {
-            let (door, arrived) = match context {
-                AdapterRequestContext {
-                    request_time_epoch: Some(epoch),
-                    ..
-                } => (FrontDoor::RestApi, epoch),
-                AdapterRequestContext {
-                    time_epoch: Some(epoch),
-                    domain_name,
-                    ..
-                } => (v2_door(domain_name.as_deref()), epoch),
-                AdapterRequestContext { elb: Some(_), .. } => (FrontDoor::Alb, 0),
-                _ => return None,
-            };
-            self.gateway(door, arrived)
-        });
+        let (door, arrived) = match context {
+            Some(AdapterRequestContext {
+                request_time_epoch: Some(epoch),
+                ..
+            }) => (Some(FrontDoor::RestApi), Some(epoch)),
+            Some(AdapterRequestContext {
+                time_epoch: Some(epoch),
+                domain_name,
+                ..
+            }) => (Some(v2_door(domain_name.as_deref())), Some(epoch)),
+            Some(AdapterRequestContext { elb: Some(_), .. }) => (Some(FrontDoor::Alb), None),
+            _ => (None, None),
+        };
+        let gateway = self.gateway(door, arrived, &parts.headers);
         let function = adapter_header::<AdapterLambdaContext>(parts, "x-amzn-lambda-context")
             .and_then(|context| context.deadline)
             .and_then(|deadline| self.function(deadline));
@@ -266,19 +330,23 @@ mod tests {
     #[tokio::test]
     async fn caps_per_door() {
         let doors = FrontDoors::new();
-        let arrived = now_ms();
-        let rest = doors.gateway(FrontDoor::RestApi, arrived).unwrap();
+        let none = HeaderMap::new();
+        let gateway = |doors: FrontDoors, door, arrived| doors.gateway(Some(door), arrived, &none);
+        let arrived = Some(now_ms());
+        let rest = gateway(doors, FrontDoor::RestApi, arrived).unwrap();
         assert!(rest.remaining() <= Duration::from_secs(28));
         assert!(rest.remaining() > Duration::from_secs(27));
-        let http = doors.gateway(FrontDoor::HttpApi, arrived).unwrap();
+        let http = gateway(doors, FrontDoor::HttpApi, arrived).unwrap();
         assert!(http.remaining() > Duration::from_secs(28));
-        assert_eq!(doors.gateway(FrontDoor::FunctionUrl, arrived), None);
-        assert_eq!(doors.gateway(FrontDoor::Alb, arrived), None);
-        assert_eq!(doors.gateway(FrontDoor::RestApi, 0), None);
+        assert_eq!(gateway(doors, FrontDoor::FunctionUrl, arrived), None);
+        assert_eq!(gateway(doors, FrontDoor::Alb, None), None);
+        assert_eq!(gateway(doors, FrontDoor::RestApi, Some(0)), None);
+        assert_eq!(gateway(doors, FrontDoor::RestApi, None), None);
         // cargo lambda watch sends seconds.
-        assert_eq!(doors.gateway(FrontDoor::HttpApi, arrived / 1000), None);
+        let seconds = arrived.map(|ms| ms / 1000);
+        assert_eq!(gateway(doors, FrontDoor::HttpApi, seconds), None);
         let raised = doors.rest_cap(Duration::from_secs(300)).unwrap();
-        let rest = raised.gateway(FrontDoor::RestApi, arrived).unwrap();
+        let rest = gateway(raised, FrontDoor::RestApi, arrived).unwrap();
         assert!(rest.remaining() > Duration::from_secs(298));
         assert!(FrontDoors::new().rest_cap(Duration::ZERO).is_err());
         assert!(FrontDoors::new()
@@ -293,6 +361,65 @@ mod tests {
             FrontDoor::HttpApi
         );
         assert_eq!(v2_door(None), FrontDoor::HttpApi);
+    }
+
+    #[tokio::test]
+    async fn cloudfront_in_front_caps_every_door() {
+        let mut through = HeaderMap::new();
+        through.insert(
+            CLOUDFRONT_ID,
+            "rEZ41zHijmTaPJrLdiavv7oU8giHtH8HQXvabc2QPAly"
+                .parse()
+                .unwrap(),
+        );
+        let doors = FrontDoors::new();
+        let ten_ago = Some(now_ms() - 10_000);
+        let remaining = |doors: FrontDoors, door, arrived| {
+            doors
+                .gateway(door, arrived, &through)
+                .map(|d| d.remaining())
+        };
+        let between = |low: u64, high: u64| {
+            move |left: Option<Duration>| {
+                left.is_some_and(|left| {
+                    (Duration::from_secs(low)..=Duration::from_secs(high)).contains(&left)
+                })
+            }
+        };
+        // 30 - 10 - 1: from the door's arrival.
+        let url = remaining(doors, Some(FrontDoor::FunctionUrl), ten_ago);
+        assert!(between(18, 19)(url), "{url:?}");
+        // An ALB event says nothing of its arrival: from now, 30 - 1.
+        let alb = remaining(doors, Some(FrontDoor::Alb), None);
+        assert!(between(28, 29)(alb), "{alb:?}");
+        // The shorter of the two caps: REST's 29 s.
+        let rest = remaining(doors, Some(FrontDoor::RestApi), ten_ago);
+        assert!(between(17, 18)(rest), "{rest:?}");
+        // An arrival that is no epoch counts from now; no door known, from now too.
+        let seconds = ten_ago.map(|ms| ms / 1000);
+        assert!(between(28, 29)(remaining(
+            doors,
+            Some(FrontDoor::FunctionUrl),
+            seconds
+        )));
+        assert!(between(28, 29)(remaining(doors, None, None)));
+        // A raised timeout, or CloudFront ignored.
+        let raised = doors.cloudfront_cap(Some(Duration::from_secs(60))).unwrap();
+        let url = remaining(raised, Some(FrontDoor::FunctionUrl), ten_ago);
+        assert!(between(48, 49)(url), "{url:?}");
+        let ignored = doors.cloudfront_cap(None).unwrap();
+        assert_eq!(
+            remaining(ignored, Some(FrontDoor::FunctionUrl), ten_ago),
+            None
+        );
+        // Without the header, no CloudFront.
+        assert_eq!(
+            doors.gateway(Some(FrontDoor::FunctionUrl), ten_ago, &HeaderMap::new()),
+            None
+        );
+        for bad in [Duration::ZERO, Duration::from_secs(15 * 60 + 1)] {
+            assert!(doors.cloudfront_cap(Some(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -17,6 +17,9 @@ pub const API_GATEWAY_REST_CAP: Duration = Duration::from_secs(29);
 pub const API_GATEWAY_HTTP_CAP: Duration = Duration::from_secs(30);
 /// The margin kept below a cap unless another is set: time to send the answer.
 pub const DEFAULT_MARGIN: Duration = Duration::from_secs(1);
+/// CloudFront's default origin response timeout: a distribution answers `504` once its
+/// origin has not answered within it.
+pub const CLOUDFRONT_CAP: Duration = Duration::from_secs(30);
 
 type SourceFn = dyn Fn(&Parts) -> Option<Deadline> + Send + Sync;
 type TimeoutFn = dyn Fn(&DeadlineExceeded) -> Response<Full<Bytes>> + Send + Sync;
@@ -204,7 +207,8 @@ impl DeadlineLayer {
 
     /// Also takes the deadlines the AWS Lambda Web Adapter forwards: the front door's
     /// arrival time plus its cap (`x-amzn-request-context`: `requestTimeEpoch` for REST
-    /// APIs, `timeEpoch` for HTTP APIs and function URLs) and the function's deadline
+    /// APIs, `timeEpoch` for HTTP APIs and function URLs; CloudFront's origin response
+    /// timeout too when the request carries its `x-amz-cf-id`) and the function's deadline
     /// (`x-amzn-lambda-context`: `deadline`), each minus the margin of `doors`: the same
     /// [`Deadline`] the Lambda runner computes from the event.
     ///

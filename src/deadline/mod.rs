@@ -83,7 +83,9 @@ mod value;
 pub(crate) use self::front_door::{plausible, v2_door, Epoch};
 pub use self::front_door::{FrontDoor, FrontDoors};
 pub use self::header::TrustedHeader;
-pub use self::layer::{DeadlineLayer, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, DEFAULT_MARGIN};
+pub use self::layer::{
+    DeadlineLayer, API_GATEWAY_HTTP_CAP, API_GATEWAY_REST_CAP, CLOUDFRONT_CAP, DEFAULT_MARGIN,
+};
 pub use self::scope::current;
 pub use self::service::DeadlineService;
 pub(crate) use self::value::{later, seconds_up};

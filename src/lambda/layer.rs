@@ -116,16 +116,17 @@ pub struct LambdaService<S> {
     layer: LambdaLayer,
 }
 
-/// The front door of an event and when it arrived there.
-fn arrival(context: &RequestContext) -> Option<(FrontDoor, i64)> {
+/// The front door of an event and when it arrived there, if the event says.
+fn arrival(context: &RequestContext) -> Option<(FrontDoor, Option<i64>)> {
     match context {
         RequestContext::ApiGatewayV1(context) => {
-            Some((FrontDoor::RestApi, context.request_time_epoch))
+            Some((FrontDoor::RestApi, Some(context.request_time_epoch)))
         }
-        RequestContext::ApiGatewayV2(context) => {
-            Some((v2_door(context.domain_name.as_deref()), context.time_epoch))
-        }
-        RequestContext::Alb(_) => Some((FrontDoor::Alb, 0)),
+        RequestContext::ApiGatewayV2(context) => Some((
+            v2_door(context.domain_name.as_deref()),
+            Some(context.time_epoch),
+        )),
+        RequestContext::Alb(_) => Some((FrontDoor::Alb, None)),
         _ => None,
     }
 }
@@ -267,10 +268,11 @@ impl<S> LambdaService<S> {
         let function = request.lambda_context_ref().and_then(|context| {
             doors.function(i64::try_from(context.deadline).unwrap_or(i64::MAX))
         });
-        let gateway = request
+        let (door, arrived) = request
             .request_context_ref()
             .and_then(arrival)
-            .and_then(|(door, arrived)| doors.gateway(door, arrived));
+            .map_or((None, None), |(door, arrived)| (Some(door), arrived));
+        let gateway = doors.gateway(door, arrived, request.headers());
         let foreground = [
             gateway,
             function,

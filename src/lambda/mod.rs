@@ -16,7 +16,8 @@
 //!   and queueing count. The front door is told from the event ([`FrontDoors`]): REST APIs
 //!   (`requestTimeEpoch`, 29 s or your raised integration timeout), HTTP APIs (`timeEpoch`,
 //!   30 s), function URLs (payload 2.0 from `*.lambda-url.*`) and ALB (no cap but the
-//!   function's). A function deadline that is no plausible epoch (`cargo lambda watch`
+//!   function's); CloudFront in front of any of them (its `X-Amz-Cf-Id` header) adds its
+//!   origin response timeout, 30 s unless raised. A function deadline that is no plausible epoch (`cargo lambda watch`
 //!   sends a constant) is taken as none, with one warning. Put
 //!   [`DeadlineLayer::inherit`](crate::DeadlineLayer::inherit) inside to answer `504` at
 //!   that deadline;

@@ -3,7 +3,8 @@
 //! `GET /fail` fails the invocation with `errorType` `DemoFailure`; `POST /jobs/{ms}` past
 //! `OFFLOAD_AFTER_MS` answers `202` and finishes while the invocation is held open by the
 //! internal extension. Each request's deadline comes from its front door (REST API 29 s, or
-//! `REST_TIMEOUT_MS`; HTTP API 30 s; function URL and ALB none) and the function's deadline;
+//! `REST_TIMEOUT_MS`; HTTP API 30 s; function URL and ALB none; CloudFront in front 30 s, or
+//! `CLOUDFRONT_TIMEOUT_MS`) and the function's deadline;
 //! `DEADLINE_MS` shortens it. REST and HTTP API stages are taken off the path, and so is
 //! `REMOVE_BASE_PATH` (`/orders`, for an HTTP API's `$default` route behind a custom
 //! domain's mapping key).
