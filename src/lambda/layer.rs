@@ -36,7 +36,8 @@ pub struct LambdaLayer {
 
 impl LambdaLayer {
     /// A layer with the caps of [`FrontDoors::new`] (REST 29 s, HTTP API 30 s, function
-    /// URLs and ALB none) and a 1 s margin, taking the stage off the path.
+    /// URLs and ALB none, CloudFront in front 30 s) and a 1 s margin, taking the stage off
+    /// the path.
     ///
     /// It reads `AWS_LAMBDA_MAX_CONCURRENCY` now: above 1 (Lambda Managed Instances, whose
     /// environments never freeze and whose code runs on past an invocation's deadline),

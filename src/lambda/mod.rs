@@ -17,10 +17,10 @@
 //!   (`requestTimeEpoch`, 29 s or your raised integration timeout), HTTP APIs (`timeEpoch`,
 //!   30 s), function URLs (payload 2.0 from `*.lambda-url.*`) and ALB (no cap but the
 //!   function's); CloudFront in front of any of them (its `X-Amz-Cf-Id` header) adds its
-//!   origin response timeout, 30 s unless raised. A function deadline that is no plausible epoch (`cargo lambda watch`
-//!   sends a constant) is taken as none, with one warning. Put
-//!   [`DeadlineLayer::inherit`](crate::DeadlineLayer::inherit) inside to answer `504` at
-//!   that deadline;
+//!   origin response timeout, 30 s unless raised. A function deadline that is no
+//!   plausible epoch (`cargo lambda watch` sends a constant) is taken as none, with one
+//!   warning. Put [`DeadlineLayer::inherit`](crate::DeadlineLayer::inherit) inside to
+//!   answer `504` at that deadline;
 //! - the [`BackgroundDeadline`](crate::offload::BackgroundDeadline) of detached work: the
 //!   function's deadline minus the margin. Work still running then is stored as failed
 //!   (`lambda deadline`) and the extension releases the invocation before Lambda cuts it.
