@@ -18,6 +18,10 @@ pub(crate) struct Preferences {
 /// Reads every `Prefer` header; what does not parse is ignored, as RFC 7240 asks.
 pub(crate) fn parse(headers: &HeaderMap) -> Preferences {
     let mut preferences = Preferences::default();
+    // Most requests have none: one lookup, without the iterators below.
+    if !headers.contains_key(&PREFER) {
+        return preferences;
+    }
     let values = headers.get_all(&PREFER);
     for token in values
         .iter()
