@@ -42,9 +42,8 @@ fn dynamodb_client() -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(config.build())
 }
 
-/// What the environment can change in the demo; the default is an empty environment's but
-/// for `offload_after`, which a test sets.
-#[derive(Clone, Debug, Default)]
+/// What the environment can change in the demo; the default is an empty environment's.
+#[derive(Clone, Debug)]
 pub(crate) struct Settings {
     /// `DEADLINE_MS`: the request budget (default: the API Gateway REST preset, 28 s).
     pub(crate) deadline: Option<Duration>,
@@ -64,12 +63,25 @@ pub(crate) struct Settings {
     pub(crate) cloudfront_cap: Option<Duration>,
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            deadline: None,
+            offload_after: Duration::from_millis(2000),
+            redis_url: None,
+            tasks_table: None,
+            rest_cap: None,
+            cloudfront_cap: None,
+        }
+    }
+}
+
 impl Settings {
     pub(crate) fn from_env() -> Result<Self, String> {
         Ok(Self {
             deadline: millis_from_env("DEADLINE_MS")?,
             offload_after: millis_from_env("OFFLOAD_AFTER_MS")?
-                .unwrap_or(Duration::from_millis(2000)),
+                .unwrap_or(Self::default().offload_after),
             redis_url: std::env::var("REDIS_URL")
                 .ok()
                 .filter(|url| !url.is_empty()),

@@ -44,7 +44,8 @@ pub enum DeadlineSource {
     /// A trusted inbound header (`grpc-timeout`, `x-envoy-expected-rq-timeout-ms` or a named
     /// header).
     Header,
-    /// The API gateway's arrival timestamp plus its cap, minus the margin.
+    /// A front door's arrival timestamp plus its cap (API Gateway's, or CloudFront's origin
+    /// response timeout), minus the margin.
     Gateway,
     /// The Lambda function's own deadline, minus the margin.
     Function,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{HeaderValue, Method};
+use http::{header, HeaderValue, Method, Response};
 
 use super::detached::DetachedTasks;
 use super::id::Hex;
@@ -50,6 +50,15 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// `response` with `Retry-After`: when the client should come back (a pending task,
+    /// a store that cannot take the request now).
+    pub(crate) fn come_back_later<B>(&self, mut response: Response<B>) -> Response<B> {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, self.retry_after.clone());
+        response
+    }
+
     pub(crate) fn new(store: Arc<dyn TaskStore>) -> Self {
         Self {
             store,

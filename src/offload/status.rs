@@ -101,13 +101,11 @@ impl<B> Service<Request<B>> for TaskStatusService {
             };
             Ok(answer.unwrap_or_else(|error| {
                 tracing::warn!(target: "tower_serverless::offload", %error, "task store unavailable for the status endpoint");
-                let mut response = problem(
+                config.come_back_later(problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the task store is unavailable; try again",
                     Map::new(),
-                );
-                response.headers_mut().insert(header::RETRY_AFTER, config.retry_after.clone());
-                response
+                ))
             }))
         })
     }
@@ -140,13 +138,7 @@ async fn status(
     };
     let body = record_json(&record);
     Ok(match record.state {
-        TaskState::Pending => {
-            let mut response = json(StatusCode::OK, &body);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, config.retry_after.clone());
-            response
-        }
+        TaskState::Pending => config.come_back_later(json(StatusCode::OK, &body)),
         TaskState::Succeeded => {
             let mut response = json(StatusCode::SEE_OTHER, &body);
             let location = format!("{}/result", config.status_url(base.as_deref(), &id.hex()));
@@ -180,21 +172,15 @@ async fn result(
             response
         }
         _ => {
-            let pending = record.state == TaskState::Pending;
-            let detail = if pending {
-                "the task has not finished yet"
-            } else {
-                "the task did not succeed; it has no result"
-            };
             let members = Map::from_iter([("task".to_owned(), record_json(&record))]);
-            let mut response = problem(StatusCode::NOT_FOUND, detail, members);
-            if pending {
+            if record.state == TaskState::Pending {
                 // When to come back, as a poll of the status URL says.
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, config.retry_after.clone());
+                let detail = "the task has not finished yet";
+                config.come_back_later(problem(StatusCode::NOT_FOUND, detail, members))
+            } else {
+                let detail = "the task did not succeed; it has no result";
+                problem(StatusCode::NOT_FOUND, detail, members)
             }
-            response
         }
     })
 }

@@ -213,7 +213,7 @@ impl Plan {
         if let Ok(location) = HeaderValue::try_from(status_url) {
             headers.insert(header::LOCATION, location);
         }
-        headers.insert(header::RETRY_AFTER, self.config.retry_after.clone());
+        let response = self.config.come_back_later(response);
         applied_to(response, self.applied()).map(ResponseBody::written)
     }
 
@@ -341,11 +341,7 @@ impl Plan {
 
     /// A problem+json with `Retry-After`: the client should come back later.
     fn come_back<B>(&self, status: StatusCode, detail: &str) -> Response<ResponseBody<B>> {
-        let mut response = problem(status, detail);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, self.config.retry_after.clone());
-        response
+        self.config.come_back_later(problem(status, detail))
     }
 
     /// The answer to a retry of a known key, from task `id`'s record.
