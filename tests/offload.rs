@@ -413,7 +413,17 @@ async fn malformed_idempotency_key_is_a_bad_request() {
     let offload = layer();
     let client = Client::new(serve(&offload, routes()).await);
     let long = "k".repeat(256);
-    for key in ["", "with space", long.as_str()] {
+    // A quote opens a structured-field string (RFC 8941), which must be closed and may
+    // escape only `"` and `\\`.
+    let broken = [
+        "\"",
+        "\"open",
+        "close\"",
+        "\"in\"side\"",
+        "\"bad\\escape\"",
+        "\"\"",
+    ];
+    for key in ["", "with space", long.as_str()].into_iter().chain(broken) {
         let response = client
             .send("POST", "/work/1", &[("idempotency-key", key)])
             .await;

@@ -1,6 +1,8 @@
 //! `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header): the key, its scope and the
 //! request's fingerprint.
 
+use std::borrow::Cow;
+
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 
@@ -10,21 +12,46 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// How much of a keyed request's body goes into its fingerprint.
 pub(crate) const FINGERPRINT_PREFIX: usize = 64 << 10;
 
-/// The client's `Idempotency-Key`: `Ok(None)` when absent, `Err` when malformed (not 1 to
-/// 255 visible ASCII characters, as a plain token or a structured-field string).
-pub(crate) fn key(headers: &HeaderMap) -> Result<Option<&str>, ()> {
+/// The client's `Idempotency-Key`: `Ok(None)` when absent, `Err` when malformed. A key is
+/// 1 to 255 visible ASCII characters, plain (without `"`) or as a structured-field string
+/// (RFC 8941, 3.3.3: in quotes, with `\"` and `\\` its only escapes), whose content is the
+/// key: `"a\\b"` and `a\b` are one key.
+pub(crate) fn key(headers: &HeaderMap) -> Result<Option<Cow<'_, str>>, ()> {
     let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| ())?.trim();
-    let text = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+    let key = match text.strip_prefix('"') {
+        Some(quoted) => unquote(quoted).ok_or(())?,
+        None if text.contains('"') => return Err(()),
+        None => Cow::Borrowed(text),
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(());
     }
-    Ok(Some(text))
+    Ok(Some(key))
+}
+
+/// The content of a structured-field string whose opening quote is gone: `None` unless it
+/// ends at its closing quote and escapes only `"` and `\`.
+fn unquote(quoted: &str) -> Option<Cow<'_, str>> {
+    let inner = quoted.strip_suffix('"')?;
+    if !inner.contains(['"', '\\']) {
+        return Some(Cow::Borrowed(inner));
+    }
+    let mut key = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                escaped @ ('"' | '\\') => key.push(escaped),
+                _ => return None,
+            },
+            '"' => return None,
+            c => key.push(c),
+        }
+    }
+    Some(Cow::Owned(key))
 }
 
 /// The key as the store keeps it: scoped by method and path (the owner is kept beside it),
@@ -80,7 +107,7 @@ mod tests {
         let key_of = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert("idempotency-key", value.parse().unwrap());
-            key(&headers).map(|key| key.map(str::to_owned))
+            key(&headers).map(|key| key.map(Cow::into_owned))
         };
         assert_eq!(key(&HeaderMap::new()), Ok(None));
         assert_eq!(key_of("order-42"), Ok(Some("order-42".into())));
@@ -88,6 +115,20 @@ mod tests {
         assert_eq!(key_of(""), Err(()));
         assert_eq!(key_of("two words"), Err(()));
         assert_eq!(key_of(&"x".repeat(256)), Err(()));
+        // Structured-field strings: closed, with `\"` and `\\` the only escapes.
+        assert_eq!(key_of(r#""a\"b""#), Ok(Some("a\"b".into())));
+        assert_eq!(key_of(r#""a\\b""#), Ok(Some("a\\b".into())));
+        assert_eq!(key_of(r"a\b"), Ok(Some("a\\b".into())));
+        for broken in [
+            "\"",
+            "\"open",
+            "close\"",
+            r#""in"side""#,
+            r#""bad\escape""#,
+            r#""""#,
+        ] {
+            assert_eq!(key_of(broken), Err(()), "{broken}");
+        }
     }
 
     #[test]

@@ -36,8 +36,10 @@
 //! A request with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header)
 //! runs its work once, whatever the client retries and whatever happens to the connection:
 //!
-//! - **The key**: 1 to 255 visible ASCII characters, plain or as a structured-field string
-//!   (`"..."`); anything else is `400` problem+json.
+//! - **The key**: 1 to 255 visible ASCII characters, plain (without `"`) or as a
+//!   structured-field string (`"..."`, RFC 8941, whose `\"` and `\\` escapes are read:
+//!   `"a\\b"` is the key `a\b`); anything else, such as an unclosed quote, is `400`
+//!   problem+json.
 //! - **Scope**: the owner ([`OffloadLayer::owner`]), the method and the path. The same key on
 //!   another endpoint, or from another owner, is another request.
 //! - **Fingerprint**: FNV-1a (64 bits) over the method, the path and query, and the first

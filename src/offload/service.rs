@@ -88,7 +88,7 @@ where
         let Ok(key) = idempotency::key(request.headers()) else {
             return ResponseFuture::ready(bad_idempotency_key());
         };
-        let key = key.map(|key| idempotency::scoped(request.method(), request.uri().path(), key));
+        let key = key.map(|key| idempotency::scoped(request.method(), request.uri().path(), &key));
 
         let preferences = prefer::parse(request.headers());
         let wait = preferences.wait.map(|wait| wait.min(config.max_wait));
