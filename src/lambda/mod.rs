@@ -8,6 +8,9 @@
 //! event only once the invocation's response or error is posted (success, escalation,
 //! panic, or an event that is no HTTP request) and every detached task is done, so the work completes while the client already has its `202`.
 //! No re-invocation is needed. The time after the response is billed.
+//! [`Runner::run_with_streaming_response`] does the same for a function whose responses
+//! stream (`lambda_http::run_with_streaming_response`): an invocation is finished once its
+//! whole body is posted.
 //!
 //! [`LambdaLayer`], which [`run`] applies outermost, sets on every request:
 //!

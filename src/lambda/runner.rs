@@ -4,8 +4,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use lambda_extension::{service_fn, Extension, NextEvent};
-use lambda_http::lambda_runtime::{self, Diagnostic};
+use lambda_http::lambda_runtime::{self, Diagnostic, LambdaInvocation};
 use lambda_http::{IntoResponse, Request, Service};
 use tower::Layer;
 
@@ -119,6 +120,73 @@ impl Runner {
         R: IntoResponse + Send + 'static,
         E: fmt::Debug + Into<Diagnostic> + Send + 'static,
     {
+        let service = Converted(self.layer.layer(service));
+        let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service));
+        self.serve(runtime).await
+    }
+
+    /// [`run`](Self::run) for a function whose responses stream, as
+    /// `lambda_http::run_with_streaming_response` serves them: a function URL whose invoke
+    /// mode is `RESPONSE_STREAM`, or a REST API integration with response streaming (raise
+    /// the REST cap to its 15 min with [`FrontDoors::rest_cap`]). The body goes out as
+    /// the service yields it; an invocation is finished, and its detached work waited
+    /// for, once the whole body is posted.
+    ///
+    /// An escalation fails the invocation as under [`run`](Self::run): it is decided on
+    /// the response's head, before anything streams. A body that fails midway ends the
+    /// stream with the error `lambda_runtime` reports in the response's trailers.
+    ///
+    /// ```no_run
+    /// use axum::{routing::post, Router};
+    /// use tower::Layer;
+    /// use tower_serverless::lambda::Runner;
+    /// use tower_serverless::offload::RedisStore;
+    /// use tower_serverless::{DeadlineLayer, EscalateLayer, OffloadLayer};
+    ///
+    /// # async fn run() -> Result<(), lambda_http::Error> {
+    /// let offload = OffloadLayer::new(RedisStore::connect("redis://cache:6379").await?);
+    /// let app = Router::new()
+    ///     .route("/reports", post(|| async { "the report" }))
+    ///     .layer(offload.clone())
+    ///     .merge(offload.status_router())
+    ///     .layer(DeadlineLayer::inherit());
+    /// let service = EscalateLayer::new().layer(app);
+    /// Runner::new()
+    ///     .offload(&offload)
+    ///     .run_with_streaming_response(service)
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// When the extension cannot register or the runtime fails.
+    pub async fn run_with_streaming_response<S, B, E>(
+        self,
+        service: S,
+    ) -> Result<(), lambda_http::Error>
+    where
+        S: Service<Request, Response = http::Response<B>, Error = E> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        E: fmt::Debug + Into<Diagnostic> + Send + 'static,
+        B: http_body::Body + Unpin + Send + 'static,
+        B::Data: Into<Bytes> + Send,
+        B::Error: Into<lambda_http::Error> + Send + fmt::Debug,
+    {
+        let runtime = lambda_http::streaming_runtime_concurrent(self.layer.layer(service));
+        self.serve(runtime).await
+    }
+
+    /// Serves the invocations `runtime` handles: at once where environments never freeze,
+    /// else beside the extension that holds each invocation for its detached work.
+    async fn serve<T>(self, runtime: lambda_runtime::Runtime<T>) -> Result<(), lambda_http::Error>
+    where
+        T: Service<LambdaInvocation, Response = (), Error = lambda_http::Error>
+            + Clone
+            + Send
+            + 'static,
+        T::Future: Send,
+    {
         if self.local_store {
             tracing::warn!(
                 target: "tower_serverless::lambda",
@@ -126,9 +194,7 @@ impl Runner {
                  which answers 404 for a pending task; use a shared store (DynamoDbStore, RedisStore, or another TaskStore)"
             );
         }
-        let service = Converted(self.layer.layer(service));
-        let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service))
-            .layer(lambda_runtime::layers::TracingLayer::new());
+        let runtime = runtime.layer(lambda_runtime::layers::TracingLayer::new());
         if super::never_freezes() {
             return runtime.run_concurrent().await;
         }

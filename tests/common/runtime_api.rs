@@ -277,14 +277,38 @@ async fn extension_next(State(shared): State<Shared>) -> Response {
 async fn posted_response(
     State(shared): State<Shared>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let streamed = headers
+        .get("lambda-runtime-function-response-mode")
+        .is_some_and(|mode| mode == "streaming");
+    let body = if streamed {
+        streamed_response(&body)
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
     let _ = shared.outcomes.send(Outcome::Response {
         request_id: id,
         body,
     });
     StatusCode::ACCEPTED
+}
+
+/// A streamed response as one value, like a buffered one: the runtime posts its metadata
+/// prelude (`statusCode`, `headers`, `cookies`) as JSON, eight NUL bytes, then the body as
+/// it comes. The body is read as text, and `streamed` is set.
+fn streamed_response(posted: &[u8]) -> Value {
+    const DELIMITER: &[u8] = &[0; 8];
+    let at = posted
+        .windows(DELIMITER.len())
+        .position(|window| window == DELIMITER)
+        .unwrap_or_else(|| panic!("no prelude delimiter in {posted:?}"));
+    let mut response: Value = serde_json::from_slice(&posted[..at]).unwrap();
+    let body = &posted[at + DELIMITER.len()..];
+    response["body"] = String::from_utf8_lossy(body).into();
+    response["streamed"] = true.into();
+    response
 }
 
 async fn error(

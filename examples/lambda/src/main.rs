@@ -7,7 +7,9 @@
 //! `CLOUDFRONT_TIMEOUT_MS`) and the function's deadline;
 //! `DEADLINE_MS` shortens it. REST and HTTP API stages are taken off the path, and so is
 //! `REMOVE_BASE_PATH` (`/orders`, for an HTTP API's `$default` route behind a custom
-//! domain's mapping key).
+//! domain's mapping key). `STREAM_RESPONSES=1` streams the responses
+//! (`Runner::run_with_streaming_response`), for a function URL whose invoke mode is
+//! `RESPONSE_STREAM`.
 //!
 //! Tasks live in memory unless `TASKS_TABLE` (feature `dynamodb`) or `REDIS_URL` (feature
 //! `redis`) is set. On Lambda, set one: while an environment finishes a job, every poll
@@ -45,10 +47,12 @@ async fn main() -> Result<(), lambda_http::Error> {
     let app = app::layered(settings.lambda_deadline_layer(), &offload);
     let service = EscalateLayer::new().layer(app);
     let base_path = std::env::var("REMOVE_BASE_PATH").unwrap_or_default();
-    tower_serverless::lambda::Runner::new()
+    let runner = tower_serverless::lambda::Runner::new()
         .front_doors(settings.front_doors()?)
         .remove_base_path(&base_path)
-        .offload(&offload)
-        .run(service)
-        .await
+        .offload(&offload);
+    if std::env::var("STREAM_RESPONSES").is_ok_and(|value| value == "1") {
+        return runner.run_with_streaming_response(service).await;
+    }
+    runner.run(service).await
 }
