@@ -9,11 +9,13 @@ mod app;
 mod common;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use common::runtime_api::{
     function_url_event, location, now_ms, response, run_function, task_of, Outcome, RuntimeApi,
@@ -64,8 +66,12 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
     let runtime_store = store.clone();
     run_function(move || async move {
         let offload = OffloadLayer::new(runtime_store).after(Duration::from_millis(100));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let count =
+            post(move || async move { (runs.fetch_add(1, Ordering::SeqCst) + 1).to_string() });
         let app = app::routes()
             .route("/stream", get(chunks))
+            .route("/count", count)
             .layer(offload.clone())
             .merge(offload.status_router())
             .layer(DeadlineLayer::inherit());
@@ -121,6 +127,22 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
         other => panic!("expected an error, got {other:?}"),
     }
     api.extension_next().await;
+
+    // A keyed request answered in the foreground: its copy is stored once the stream has
+    // ended, within the invocation, and a retry gets it replayed (the handler ran once).
+    let keyed = || {
+        let mut event = function_url_event("POST", "/count", now_ms());
+        event["headers"]["idempotency-key"] = "streamed-1".into();
+        event
+    };
+    let first = response(api.invoke("6", BUDGET, keyed()).await);
+    api.extension_next().await;
+    let retried = response(api.invoke("7", BUDGET, keyed()).await);
+    api.extension_next().await;
+    for answer in [&first, &retried] {
+        assert_eq!(answer["statusCode"], 200, "{answer}");
+        assert_eq!(answer["body"], "1");
+    }
 
     // The poll and the result, streamed as any response.
     let polled = response(
