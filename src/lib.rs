@@ -61,7 +61,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | `IntoResponse` for [`Escalation`], [`OffloadLayer::status_router`] |
-//! | `lambda` | no | [`lambda::run`]: `lambda_http` plus an internal extension that keeps detached work alive; gateway and function deadlines; `From<EscalateError> for lambda_runtime::Diagnostic` |
+//! | `lambda` | no | [`lambda::run`]: `lambda_http` plus an internal extension that keeps detached work alive, for buffered or streamed responses; gateway and function deadlines; `From<EscalateError> for lambda_runtime::Diagnostic` |
 //! | `redis` | no | [`RedisStore`](offload::RedisStore), a task store shared by processes and Lambda instances |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
