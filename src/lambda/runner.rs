@@ -223,8 +223,8 @@ impl Runner {
             .with_extension_name("tower-serverless")
             .register()
             .await?;
-        // `lambda_http::run`, with the tracking outermost: an invocation is finished once
-        // its response or error is posted, whatever the handler did.
+        // The runtime with the tracking outermost: an invocation is finished once its
+        // response (a stream: all of it) or error is posted, whatever the handler did.
         let runtime = runtime.layer(TrackLayer(invocations));
         tokio::try_join!(runtime.run_concurrent(), extension.run())?;
         Ok(())
