@@ -23,7 +23,11 @@ pub enum FrontDoor {
     /// with a raised integration timeout, 15 min with response streaming
     /// ([`FrontDoors::rest_cap`]).
     RestApi,
-    /// An API Gateway HTTP API: 30 s, fixed.
+    /// An API Gateway HTTP API: 30 s, fixed. An HTTP API integration with payload format
+    /// 1.0 sends events shaped like a REST API's, and `lambda_http` parses them as one:
+    /// such a request is taken for [`RestApi`](Self::RestApi), whose 29 s stays below 30 s
+    /// unless [`FrontDoors::rest_cap`] raised it. Use payload format 2.0 beside a raised
+    /// REST cap.
     HttpApi,
     /// A Lambda function URL: no cap but the function's own timeout.
     FunctionUrl,
