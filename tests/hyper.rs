@@ -148,6 +148,14 @@ async fn lambda_web_adapter_headers_set_the_deadline() {
     // A REST request that arrived 20 s ago: 29 - 20 - 1 = 8 s.
     let ms = ask(vec![("x-amzn-request-context", rest)]).await;
     assert!((7_000..=8_000).contains(&ms), "REST {ms}");
+    // An HTTP API with payload format 1.0 sends a REST-shaped context; its route key as
+    // `resourceId` tells it: 30 - 20 - 1 = 9 s.
+    let v1 = format!(
+        r#"{{"requestTimeEpoch":{},"resourceId":"ANY /{{proxy+}}","stage":"$default"}}"#,
+        now - 20_000
+    );
+    let ms = ask(vec![("x-amzn-request-context", v1)]).await;
+    assert!((8_001..=9_000).contains(&ms), "HTTP API payload 1.0 {ms}");
     // An HTTP API request: 30 - 1 = 29 s, earlier than the function's 99 s.
     let http =
         format!(r#"{{"timeEpoch":{now},"domainName":"x.execute-api.us-east-1.amazonaws.com"}}"#);

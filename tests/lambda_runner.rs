@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use axum::routing::get;
 use common::runtime_api::{
-    alb_event, function_url_event, http_api_event, http_api_stage_event, now_ms, offload_and_poll,
-    response, rest_api_event, rest_api_request, rest_custom_domain_request, run_function, task_of,
-    Outcome, RuntimeApi,
+    alb_event, function_url_event, http_api_event, http_api_stage_event, http_api_v1_event, now_ms,
+    offload_and_poll, response, rest_api_event, rest_api_request, rest_custom_domain_request,
+    run_function, task_of, Outcome, RuntimeApi,
 };
 use tokio::time::Instant;
 use tower::Layer;
@@ -213,6 +213,13 @@ async fn front_doors(api: &mut RuntimeApi) {
     assert!((27_000..=28_000).contains(&rest), "REST {rest} ms");
     let http = remaining(api, "http", http_api_event("GET", "/remaining", now_ms())).await;
     assert!((28_000..=29_000).contains(&http), "HTTP API {http} ms");
+    // An HTTP API with payload format 1.0 sends REST-shaped events; its route key in
+    // `resourceId` tells it from a REST API: 30 s, not REST's 29 s (or a raised REST cap).
+    let v1 = remaining(api, "http-v1", http_api_v1_event("/remaining", now_ms())).await;
+    assert!(
+        (28_001..=29_000).contains(&v1),
+        "HTTP API payload 1.0 {v1} ms"
+    );
     let url = remaining(
         api,
         "url",

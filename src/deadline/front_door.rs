@@ -23,11 +23,8 @@ pub enum FrontDoor {
     /// with a raised integration timeout, 15 min with response streaming
     /// ([`FrontDoors::rest_cap`]).
     RestApi,
-    /// An API Gateway HTTP API: 30 s, fixed. An HTTP API integration with payload format
-    /// 1.0 sends events shaped like a REST API's, and `lambda_http` parses them as one:
-    /// such a request is taken for [`RestApi`](Self::RestApi), whose 29 s stays below 30 s
-    /// unless [`FrontDoors::rest_cap`] raised it. Use payload format 2.0 beside a raised
-    /// REST cap.
+    /// An API Gateway HTTP API: 30 s, fixed; with payload format 2.0, or 1.0, whose events
+    /// are shaped like a REST API's and tell it by their route key.
     HttpApi,
     /// A Lambda function URL: no cap but the function's own timeout.
     FunctionUrl,
@@ -261,6 +258,8 @@ fn before(at: Instant, margin: Duration) -> Instant {
 #[serde(rename_all = "camelCase")]
 struct AdapterRequestContext {
     request_time_epoch: Option<i64>,
+    resource_id: Option<String>,
+    stage: Option<String>,
     time_epoch: Option<i64>,
     domain_name: Option<String>,
     elb: Option<serde_json::Value>,
@@ -270,6 +269,21 @@ struct AdapterRequestContext {
 #[derive(Deserialize)]
 struct AdapterLambdaContext {
     deadline: Option<i64>,
+}
+
+/// The front door of a payload-1.0 event, a REST API's unless it is an HTTP API's: an HTTP
+/// API with payload format 1.0 sends events shaped like a REST API's, but with its route
+/// key (`ANY /{proxy+}`, `$default`) as `requestContext.resourceId`, where a REST API has
+/// its resource's id (`abc123`), or on its `$default` stage, a name no REST stage may have.
+/// An event that says neither is taken for a REST API's, whose cap is the shorter by
+/// default.
+pub(crate) fn v1_door(resource_id: Option<&str>, stage: Option<&str>) -> FrontDoor {
+    let route_key = resource_id.is_some_and(|id| id.contains(' ') || id.starts_with('$'));
+    if route_key || stage == Some("$default") {
+        FrontDoor::HttpApi
+    } else {
+        FrontDoor::RestApi
+    }
 }
 
 /// The front door of a payload-v2 event: a function URL's domain is `*.lambda-url.*`.
@@ -289,8 +303,13 @@ impl FrontDoors {
         let (door, arrived) = match context {
             Some(AdapterRequestContext {
                 request_time_epoch: Some(epoch),
+                resource_id,
+                stage,
                 ..
-            }) => (Some(FrontDoor::RestApi), Some(epoch)),
+            }) => (
+                Some(v1_door(resource_id.as_deref(), stage.as_deref())),
+                Some(epoch),
+            ),
             Some(AdapterRequestContext {
                 time_epoch: Some(epoch),
                 domain_name,
@@ -363,6 +382,23 @@ mod tests {
             FrontDoor::HttpApi
         );
         assert_eq!(v2_door(None), FrontDoor::HttpApi);
+        // Payload 1.0: a REST resource's id, or an HTTP API's route key or `$default` stage
+        // (AWS's own sample of the format has no resource id, only that stage).
+        assert_eq!(v1_door(Some("roq9wj"), Some("prod")), FrontDoor::RestApi);
+        assert_eq!(v1_door(None, Some("prod")), FrontDoor::RestApi);
+        assert_eq!(v1_door(None, None), FrontDoor::RestApi);
+        let http = [
+            (Some("ANY /{proxy+}"), Some("prod")),
+            (Some("$default"), Some("prod")),
+            (None, Some("$default")),
+        ];
+        for (resource_id, stage) in http {
+            assert_eq!(
+                v1_door(resource_id, stage),
+                FrontDoor::HttpApi,
+                "{resource_id:?}"
+            );
+        }
     }
 
     #[tokio::test]

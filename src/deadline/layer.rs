@@ -207,7 +207,8 @@ impl DeadlineLayer {
 
     /// Also takes the deadlines the AWS Lambda Web Adapter forwards: the front door's
     /// arrival time plus its cap (`x-amzn-request-context`: `requestTimeEpoch` for REST
-    /// APIs, `timeEpoch` for HTTP APIs and function URLs; CloudFront's origin response
+    /// APIs and HTTP APIs with payload format 1.0, told apart by `resourceId`, `timeEpoch`
+    /// for HTTP APIs and function URLs; CloudFront's origin response
     /// timeout too when the request carries its `x-amz-cf-id`) and the function's deadline
     /// (`x-amzn-lambda-context`: `deadline`), each minus the margin of `doors`: the same
     /// [`Deadline`] the Lambda runner computes from the event.

@@ -80,7 +80,7 @@ mod service;
 mod value;
 
 #[cfg(feature = "lambda")]
-pub(crate) use self::front_door::{plausible, v2_door, Epoch};
+pub(crate) use self::front_door::{plausible, v1_door, v2_door, Epoch};
 pub use self::front_door::{FrontDoor, FrontDoors};
 pub use self::header::TrustedHeader;
 pub use self::layer::{

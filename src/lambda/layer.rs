@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tower::{Layer, Service};
 
-use crate::deadline::{v2_door, Deadline, FrontDoor, FrontDoors};
+use crate::deadline::{v1_door, v2_door, Deadline, FrontDoor, FrontDoors};
 use crate::offload::{BackgroundDeadline, Invocation, PublicPrefix};
 
 /// Sets the Lambda deadlines on every request, and takes an API Gateway stage off the
@@ -120,9 +120,10 @@ pub struct LambdaService<S> {
 /// The front door of an event and when it arrived there, if the event says.
 fn arrival(context: &RequestContext) -> Option<(FrontDoor, Option<i64>)> {
     match context {
-        RequestContext::ApiGatewayV1(context) => {
-            Some((FrontDoor::RestApi, Some(context.request_time_epoch)))
-        }
+        RequestContext::ApiGatewayV1(context) => Some((
+            v1_door(context.resource_id.as_deref(), context.stage.as_deref()),
+            Some(context.request_time_epoch),
+        )),
         RequestContext::ApiGatewayV2(context) => Some((
             v2_door(context.domain_name.as_deref()),
             Some(context.time_epoch),

@@ -18,6 +18,7 @@
 //!   time plus its cap and the function's own deadline, each minus the margin, so cold start
 //!   and queueing count. The front door is told from the event ([`FrontDoors`]): REST APIs
 //!   (`requestTimeEpoch`, 29 s or your raised integration timeout), HTTP APIs (`timeEpoch`,
+//!   or with payload format 1.0 `requestTimeEpoch` and a route key as `resourceId`;
 //!   30 s), function URLs (payload 2.0 from `*.lambda-url.*`) and ALB (no cap but the
 //!   function's); CloudFront in front of any of them (its `X-Amz-Cf-Id` header) adds its
 //!   origin response timeout, 30 s unless raised. A function deadline that is no

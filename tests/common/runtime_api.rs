@@ -409,6 +409,18 @@ pub fn rest_custom_domain_request(method: &str, base: &str, path: &str) -> Value
     event
 }
 
+/// An API Gateway HTTP API event in payload format 1.0 for `GET path` on its `$default`
+/// stage, as AWS sends it: shaped like a REST API's, with the version and the route key
+/// (`ANY /{proxy+}`) as `requestContext.resourceId`.
+pub fn http_api_v1_event(path: &str, request_time_epoch_ms: u64) -> Value {
+    let mut event = rest_api_request("GET", path, request_time_epoch_ms);
+    event["version"] = "1.0".into();
+    event["requestContext"]["resourceId"] = "ANY /{proxy+}".into();
+    event["requestContext"]["stage"] = "$default".into();
+    event["requestContext"]["path"] = path.into();
+    event
+}
+
 /// A Lambda function URL event (payload 2.0, domain `*.lambda-url.*`) for `method path`.
 pub fn function_url_event(method: &str, path: &str, time_epoch_ms: u64) -> Value {
     let mut event = http_api_event(method, path, time_epoch_ms);
