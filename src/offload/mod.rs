@@ -25,6 +25,11 @@
 //! keep a poll's `pending`), and a replayed result is `private` unless the handler set its
 //! own `Cache-Control` (no shared cache hands it to whoever asks for the URL).
 //!
+//! A browser script on another origin reads only the CORS-safelisted headers of a
+//! response: the `202`'s body carries the status URL (`status_url`) for it, or expose
+//! `Location` and `Retry-After` with tower-http's `CorsLayer::expose_headers`. `fetch`
+//! follows the status URL's `303` to the result.
+//!
 //! Requests choose with `Prefer` (RFC 7240): `respond-async` gets the `202` at once,
 //! `wait=N` sets the threshold to N seconds (capped by [`max_wait`](OffloadLayer::max_wait)),
 //! both together mean "asynchronously if it takes longer than N seconds";
