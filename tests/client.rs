@@ -34,7 +34,6 @@ struct Demo {
 
 async fn demo() -> Demo {
     let settings = app::Settings {
-        deadline: None,
         offload_after: Duration::from_millis(200),
         ..Default::default()
     };

@@ -346,7 +346,6 @@ async fn slow_responses_are_logged_past_the_fraction_only() {
 async fn demo_answers_504_after_its_deadline_through_a_real_server() {
     let settings = app::Settings {
         deadline: Some(Duration::from_millis(1000)),
-        offload_after: Duration::from_secs(2),
         ..Default::default()
     };
     let offload = settings.offload_layer().await.unwrap();

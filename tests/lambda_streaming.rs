@@ -8,10 +8,8 @@
 mod app;
 mod common;
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,8 +18,8 @@ use bytes::Bytes;
 use common::runtime_api::{
     function_url_event, location, now_ms, response, run_function, task_of, Outcome, RuntimeApi,
 };
-use http_body::Frame;
-use tokio::sync::mpsc;
+use http_body_util::Channel;
+use serde_json::Value;
 use tower::Layer;
 use tower_serverless::lambda::Runner;
 use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskState, TaskStore};
@@ -29,32 +27,23 @@ use tower_serverless::{DeadlineLayer, EscalateLayer};
 
 const BUDGET: Duration = Duration::from_secs(30);
 
-/// A body whose chunks come from a task, one at a time: the runtime streams it as it comes.
-struct Chunks(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for Chunks {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
-    }
-}
-
+/// A body whose chunks a task sends one at a time: the runtime streams them as they come.
 async fn chunks() -> Body {
-    let (sender, receiver) = mpsc::channel(1);
+    let (mut sender, body) = Channel::<Bytes>::new(1);
     tokio::spawn(async move {
         for chunk in ["one ", "two ", "three"] {
             tokio::task::yield_now().await;
-            let _ = sender.send(Bytes::from_static(chunk.as_bytes())).await;
+            let _ = sender.send_data(Bytes::from_static(chunk.as_bytes())).await;
         }
     });
-    Body::new(Chunks(receiver))
+    Body::new(body)
+}
+
+/// The response invocation `id` of `event` posts, once the extension has released it.
+async fn answered(api: &mut RuntimeApi, id: &str, event: Value) -> Value {
+    let posted = response(api.invoke(id, BUDGET, event).await);
+    api.extension_next().await;
+    posted
 }
 
 // One test function: the runtime reads its address from the process environment.
@@ -84,25 +73,16 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
     // Registered during init; waiting for the first invocation.
     api.extension_next().await;
 
-    let streamed = response(
-        api.invoke("1", BUDGET, function_url_event("GET", "/stream", now_ms()))
-            .await,
-    );
+    let get_event = |path: &str| function_url_event("GET", path, now_ms());
+    let streamed = answered(&mut api, "1", get_event("/stream")).await;
     assert_eq!(streamed["streamed"], true, "{streamed}");
     assert_eq!(streamed["statusCode"], 200, "{streamed}");
     assert_eq!(streamed["body"], "one two three");
-    api.extension_next().await;
 
     // Offloaded: the `202` streams while the work runs; the extension asks for its next
     // event only once the work ended and its result is stored.
-    let accepted = response(
-        api.invoke(
-            "2",
-            BUDGET,
-            function_url_event("POST", "/jobs/800", now_ms()),
-        )
-        .await,
-    );
+    let job = function_url_event("POST", "/jobs/800", now_ms());
+    let accepted = answered(&mut api, "2", job).await;
     assert_eq!(
         (&accepted["streamed"], &accepted["statusCode"]),
         (&true.into(), &202.into()),
@@ -110,19 +90,15 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
     );
     let task = task_of(&accepted);
     assert_eq!(location(&accepted), format!("/tasks/{task}"));
-    api.extension_next().await;
-    let done = store.get(task).await.unwrap().unwrap();
+    let state = store.get(task).await.unwrap().unwrap().state;
     assert_eq!(
-        done.state,
+        state,
         TaskState::Succeeded,
         "released before the work ended"
     );
 
     // An escalation fails the invocation, before anything streams.
-    match api
-        .invoke("3", BUDGET, function_url_event("GET", "/fail", now_ms()))
-        .await
-    {
+    match api.invoke("3", BUDGET, get_event("/fail")).await {
         Outcome::Error { body, .. } => assert_eq!(body["errorType"], "DemoFailure"),
         other => panic!("expected an error, got {other:?}"),
     }
@@ -135,34 +111,17 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
         event["headers"]["idempotency-key"] = "streamed-1".into();
         event
     };
-    let first = response(api.invoke("6", BUDGET, keyed()).await);
-    api.extension_next().await;
-    let retried = response(api.invoke("7", BUDGET, keyed()).await);
-    api.extension_next().await;
+    let first = answered(&mut api, "4", keyed()).await;
+    let retried = answered(&mut api, "5", keyed()).await;
     for answer in [&first, &retried] {
         assert_eq!(answer["statusCode"], 200, "{answer}");
         assert_eq!(answer["body"], "1");
     }
 
     // The poll and the result, streamed as any response.
-    let polled = response(
-        api.invoke(
-            "4",
-            BUDGET,
-            function_url_event("GET", &format!("/tasks/{task}"), now_ms()),
-        )
-        .await,
-    );
+    let polled = answered(&mut api, "6", get_event(&format!("/tasks/{task}"))).await;
     assert_eq!(polled["statusCode"], 303, "{polled}");
-    api.extension_next().await;
-    let result = response(
-        api.invoke(
-            "5",
-            BUDGET,
-            function_url_event("GET", &format!("/tasks/{task}/result"), now_ms()),
-        )
-        .await,
-    );
+    let result = answered(&mut api, "7", get_event(&format!("/tasks/{task}/result"))).await;
     assert_eq!(result["statusCode"], 200, "{result}");
     assert_eq!(result["body"], r#"{"job":"done","slept_ms":800}"#);
 }

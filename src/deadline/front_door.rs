@@ -114,10 +114,13 @@ impl FrontDoors {
     /// ```
     /// use std::time::Duration;
     /// use tower_serverless::deadline::FrontDoors;
+    /// use tower_serverless::DeadlineLayer;
     ///
     /// # fn main() -> Result<(), tower_serverless::ConfigError> {
-    /// // A distribution whose origin response timeout was raised to 60 s.
+    /// // Behind the Lambda Web Adapter, with a distribution in front whose origin response
+    /// // timeout was raised to 60 s.
     /// let doors = FrontDoors::new().cloudfront_cap(Some(Duration::from_secs(60)))?;
+    /// let layer = DeadlineLayer::inherit().lambda_web_adapter(doors);
     /// assert!(FrontDoors::new().cloudfront_cap(Some(Duration::ZERO)).is_err());
     /// # Ok(())
     /// # }

@@ -117,19 +117,23 @@ pub struct LambdaService<S> {
     layer: LambdaLayer,
 }
 
-/// The front door of an event and when it arrived there, if the event says.
-fn arrival(context: &RequestContext) -> Option<(FrontDoor, Option<i64>)> {
+/// The front door of an event, for API Gateway, function URL and ALB events, and when it
+/// arrived there, if the event says.
+fn arrival(context: Option<&RequestContext>) -> (Option<FrontDoor>, Option<i64>) {
     match context {
-        RequestContext::ApiGatewayV1(context) => Some((
-            v1_door(context.resource_id.as_deref(), context.stage.as_deref()),
+        Some(RequestContext::ApiGatewayV1(context)) => (
+            Some(v1_door(
+                context.resource_id.as_deref(),
+                context.stage.as_deref(),
+            )),
             Some(context.request_time_epoch),
-        )),
-        RequestContext::ApiGatewayV2(context) => Some((
-            v2_door(context.domain_name.as_deref()),
+        ),
+        Some(RequestContext::ApiGatewayV2(context)) => (
+            Some(v2_door(context.domain_name.as_deref())),
             Some(context.time_epoch),
-        )),
-        RequestContext::Alb(_) => Some((FrontDoor::Alb, None)),
-        _ => None,
+        ),
+        Some(RequestContext::Alb(_)) => (Some(FrontDoor::Alb), None),
+        _ => (None, None),
     }
 }
 
@@ -270,10 +274,7 @@ impl<S> LambdaService<S> {
         let function = request.lambda_context_ref().and_then(|context| {
             doors.function(i64::try_from(context.deadline).unwrap_or(i64::MAX))
         });
-        let (door, arrived) = request
-            .request_context_ref()
-            .and_then(arrival)
-            .map_or((None, None), |(door, arrived)| (Some(door), arrived));
+        let (door, arrived) = arrival(request.request_context_ref());
         let gateway = doors.gateway(door, arrived, request.headers());
         let foreground = [
             gateway,

@@ -22,7 +22,7 @@ pub(crate) fn key(headers: &HeaderMap) -> Result<Option<Cow<'_, str>>, ()> {
     };
     let text = value.to_str().map_err(|_| ())?.trim();
     let key = match text.strip_prefix('"') {
-        Some(quoted) => unquote(quoted).ok_or(())?,
+        Some(quoted) => sf_string(quoted).ok_or(())?,
         None if text.contains('"') => return Err(()),
         None => Cow::Borrowed(text),
     };
@@ -34,7 +34,7 @@ pub(crate) fn key(headers: &HeaderMap) -> Result<Option<Cow<'_, str>>, ()> {
 
 /// The content of a structured-field string whose opening quote is gone: `None` unless it
 /// ends at its closing quote and escapes only `"` and `\`.
-fn unquote(quoted: &str) -> Option<Cow<'_, str>> {
+fn sf_string(quoted: &str) -> Option<Cow<'_, str>> {
     let inner = quoted.strip_suffix('"')?;
     if !inner.contains(['"', '\\']) {
         return Some(Cow::Borrowed(inner));
