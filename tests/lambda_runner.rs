@@ -16,6 +16,7 @@ use common::runtime_api::{
 };
 use tokio::time::Instant;
 use tower::Layer;
+use tower_serverless::offload::store::TaskRecord;
 use tower_serverless::offload::{MemoryStore, OffloadLayer, TaskState, TaskStore};
 use tower_serverless::{deadline, DeadlineLayer, EscalateLayer};
 
@@ -43,16 +44,20 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
     let (gate_b, gated_b) = common::gated("/gated/b");
     run_function(move || async move {
         let offload = OffloadLayer::new(runtime_store).after(Duration::from_millis(100));
-        let routes = app::routes().merge(gated_a).merge(gated_b).route(
-            "/remaining",
-            get(|| async {
-                deadline::current()
-                    .unwrap()
-                    .remaining()
-                    .as_millis()
-                    .to_string()
-            }),
-        );
+        let routes = app::routes()
+            .merge(gated_a)
+            .merge(gated_b)
+            .route(
+                "/remaining",
+                get(|| async {
+                    deadline::current()
+                        .unwrap()
+                        .remaining()
+                        .as_millis()
+                        .to_string()
+                }),
+            )
+            .merge(common::report());
         let app = routes
             .layer(offload.clone())
             .merge(offload.status_router())
@@ -164,6 +169,7 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
 
     front_doors(&mut api).await;
     stages(&mut api).await;
+    large_results(&mut api, &store).await;
 
     // An invocation is held for the work it detached, not for another's: B's task still
     // runs when A's hold ends.
@@ -196,6 +202,72 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
         store.get(task_of(&b)).await.unwrap().unwrap().state,
         TaskState::Succeeded
     );
+}
+
+/// A buffered response carries at most 6 MB of JSON, where a binary body is base64: a
+/// result (from `common::report`, past the 100 ms threshold) that fits is replayed; one
+/// that does not is stored as failed, with a reason the client can read, rather than as a
+/// success whose fetch fails the invocation (a `502` behind API Gateway) every time.
+async fn large_results(api: &mut RuntimeApi, store: &MemoryStore) {
+    // The task of an offloaded `POST /report/{bytes}` once it is stored, and what a fetch
+    // of its result posts.
+    async fn report(
+        api: &mut RuntimeApi,
+        store: &MemoryStore,
+        bytes: usize,
+    ) -> (TaskRecord, serde_json::Value) {
+        let event = http_api_event("POST", &format!("/report/{bytes}"), now_ms());
+        let accepted = response(api.invoke(&format!("report-{bytes}"), BUDGET, event).await);
+        assert_eq!(accepted["statusCode"], 202, "{accepted}");
+        api.extension_next().await;
+        let task = task_of(&accepted);
+        let event = http_api_event("GET", &format!("/tasks/{task}/result"), now_ms());
+        let result = response(api.invoke(&format!("result-{bytes}"), BUDGET, event).await);
+        api.extension_next().await;
+        (store.get(task).await.unwrap().unwrap(), result)
+    }
+    // Neither the record nor the result in a message: they hold megabytes.
+    // 4,000,000 bytes are 5,333,336 in base64: they fit.
+    let (record, result) = report(api, store, 4_000_000).await;
+    assert_eq!(record.state, TaskState::Succeeded);
+    assert_eq!(result["statusCode"], 200);
+    assert_eq!(result["isBase64Encoded"], true);
+    assert_eq!(result["body"].as_str().map(str::len), Some(5_333_336));
+
+    // 5,000,000 bytes are 6,666,668 in base64: more than Lambda takes.
+    let (record, result) = report(api, store, 5_000_000).await;
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(
+        record.error.as_deref(),
+        Some("the result is larger than a buffered Lambda response can carry")
+    );
+    assert_eq!(result["statusCode"], 404, "{result}");
+
+    // The same for a keyed request answered in the foreground (`wait=2` outlasts its
+    // 300 ms): Lambda refuses that response, and the retry learns why from the task rather
+    // than failing the same way.
+    let keyed = || {
+        let mut event = http_api_event("POST", "/report/5000000", now_ms());
+        event["headers"]["idempotency-key"] = "too-large-1".into();
+        event["headers"]["prefer"] = "wait=2".into();
+        event
+    };
+    match api.invoke("report-keyed", BUDGET, keyed()).await {
+        Outcome::Error { error_type, .. } => {
+            assert_eq!(error_type, "Function.ResponseSizeTooLarge")
+        }
+        Outcome::Response { .. } => panic!("Lambda took a response of more than 6 MB"),
+    }
+    api.extension_next().await;
+    let retried = response(api.invoke("report-keyed-retry", BUDGET, keyed()).await);
+    assert_eq!(retried["statusCode"], 202, "{retried}");
+    let task: serde_json::Value = serde_json::from_str(retried["body"].as_str().unwrap()).unwrap();
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(
+        task["error"],
+        "the result is larger than a buffered Lambda response can carry"
+    );
+    api.extension_next().await;
 }
 
 /// The milliseconds `/remaining` reports for `event`, under a 100 s function deadline.

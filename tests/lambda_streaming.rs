@@ -61,6 +61,7 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
         let app = app::routes()
             .route("/stream", get(chunks))
             .route("/count", count)
+            .merge(common::report())
             .layer(offload.clone())
             .merge(offload.status_router())
             .layer(DeadlineLayer::inherit());
@@ -124,4 +125,18 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
     let result = answered(&mut api, "7", get_event(&format!("/tasks/{task}/result"))).await;
     assert_eq!(result["statusCode"], 200, "{result}");
     assert_eq!(result["body"], r#"{"job":"done","slept_ms":800}"#);
+
+    // A streamed response is no 6 MB JSON document: a 6,000,000-byte binary result (8 MB
+    // in base64) is kept and streams whole, where a buffered runner stores it as failed.
+    let report = function_url_event("POST", "/report/6000000", now_ms());
+    let accepted = answered(&mut api, "8", report).await;
+    assert_eq!(accepted["statusCode"], 202, "{accepted}");
+    let report = task_of(&accepted);
+    let state = store.get(report).await.unwrap().unwrap().state;
+    assert_eq!(state, TaskState::Succeeded);
+    let path = format!("/tasks/{report}/result");
+    let result = answered(&mut api, "9", get_event(&path)).await;
+    // Not the result in a message: it is 6 MB.
+    assert_eq!(result["statusCode"], 200);
+    assert_eq!(result["body"].as_str().map(str::len), Some(6_000_000));
 }

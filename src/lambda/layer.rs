@@ -32,6 +32,7 @@ pub struct LambdaLayer {
     // environment after it. Not on Managed Instances, which never freeze and do not stop
     // the code at an invocation's deadline.
     bound_to_invocation: bool,
+    streaming: bool,
 }
 
 impl LambdaLayer {
@@ -49,6 +50,7 @@ impl LambdaLayer {
             keep_stage: false,
             base_path: None,
             bound_to_invocation: !super::never_freezes(),
+            streaming: false,
         }
     }
 
@@ -75,6 +77,20 @@ impl LambdaLayer {
     /// so a `202`'s `Location` is one the client can call.
     pub fn keep_stage(mut self, keep: bool) -> Self {
         self.keep_stage = keep;
+        self
+    }
+
+    /// Whether the function's responses stream, as `lambda_http::run_with_streaming_response`
+    /// posts them (default: no, buffered as `lambda_http::run` posts them;
+    /// [`Runner::run_with_streaming_response`](super::Runner::run_with_streaming_response)
+    /// sets it). A buffered response is one JSON document of at most 6 MB, where a body
+    /// that is not text takes a third more in base64: an offloaded result that would not
+    /// fit is stored as failed ([`reason::TOO_LARGE_FOR_LAMBDA`]), not as a success whose
+    /// every fetch fails the invocation.
+    ///
+    /// [`reason::TOO_LARGE_FOR_LAMBDA`]: crate::offload::reason::TOO_LARGE_FOR_LAMBDA
+    pub fn streaming(mut self, streaming: bool) -> Self {
+        self.streaming = streaming;
         self
     }
 
@@ -360,7 +376,10 @@ where
                 .insert(BackgroundDeadline(deadline));
         }
         if let Some(context) = request.lambda_context_ref() {
-            let invocation = Invocation(Arc::from(context.request_id.as_str()));
+            let invocation = Invocation {
+                request_id: Arc::from(context.request_id.as_str()),
+                buffered: !self.layer.streaming,
+            };
             request.extensions_mut().insert(invocation);
         }
         self.route(&mut request);

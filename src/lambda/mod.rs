@@ -12,6 +12,14 @@
 //! stream (`lambda_http::run_with_streaming_response`): an invocation is finished once its
 //! whole body is posted.
 //!
+//! A buffered response is one JSON document of at most 6 MB, where a body that is not text
+//! takes a third more in base64, and Lambda fails an invocation whose response is larger
+//! (`502` behind API Gateway). Under [`run`], a detached result, or a keyed request's copy,
+//! that would not fit is stored as failed
+//! ([`reason::TOO_LARGE_FOR_LAMBDA`](crate::offload::reason::TOO_LARGE_FOR_LAMBDA)), so
+//! that the client reads why from the task rather than from a fetch that fails every time;
+//! streamed responses carry it.
+//!
 //! [`LambdaLayer`], which [`run`] applies outermost, sets on every request:
 //!
 //! - the [`Deadline`](crate::deadline::Deadline): the earliest of the front door's arrival
@@ -78,6 +86,7 @@
 //! ```
 
 mod layer;
+pub(crate) mod payload;
 mod runner;
 
 /// Whether this environment runs several invocations at once and never freezes (Lambda

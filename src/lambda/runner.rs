@@ -173,7 +173,8 @@ impl Runner {
         B::Data: Into<Bytes> + Send,
         B::Error: Into<lambda_http::Error> + Send + fmt::Debug,
     {
-        let runtime = lambda_http::streaming_runtime_concurrent(self.layer.layer(service));
+        let layer = self.layer.clone().streaming(true);
+        let runtime = lambda_http::streaming_runtime_concurrent(layer.layer(service));
         self.serve(runtime).await
     }
 

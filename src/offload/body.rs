@@ -233,6 +233,8 @@ pub(crate) struct Keeper {
     headers: HeaderMap,
     /// `None` once the body outgrew the limit.
     copy: Option<BytesMut>,
+    /// Whether the response goes back as a buffered Lambda response.
+    buffered: bool,
 }
 
 impl Keeper {
@@ -242,6 +244,7 @@ impl Keeper {
         reservation: Reservation,
         status: StatusCode,
         headers: HeaderMap,
+        buffered: bool,
     ) -> Self {
         Self {
             config,
@@ -250,6 +253,7 @@ impl Keeper {
             status,
             headers,
             copy: Some(BytesMut::new()),
+            buffered,
         }
     }
 
@@ -267,7 +271,13 @@ impl Keeper {
     }
 
     fn store(self, outcome: TaskOutcome) {
-        work::store_later(self.config, self.id, self.reservation, outcome);
+        work::store_later(
+            self.config,
+            self.id,
+            self.reservation,
+            outcome,
+            self.buffered,
+        );
     }
 
     fn succeeded(mut self) {

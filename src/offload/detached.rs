@@ -41,9 +41,15 @@ struct Running {
 }
 
 /// A request extension naming the Lambda invocation a request belongs to (set by the
-/// Lambda runner), so that an invocation is held for the work it detached, not for others'.
+/// Lambda runner), so that an invocation is held for the work it detached, not for others',
+/// and saying whether its response is buffered, which bounds what a result may be.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Invocation(pub(crate) Arc<str>);
+pub(crate) struct Invocation {
+    pub(crate) request_id: Arc<str>,
+    /// Posted whole, as one JSON document of at most 6 MB (`lambda::payload`), not
+    /// streamed.
+    pub(crate) buffered: bool,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -99,7 +105,7 @@ impl DetachedTasks {
             !running.values().any(|task| {
                 task.invocation
                     .as_ref()
-                    .is_some_and(|i| &*i.0 == request_id)
+                    .is_some_and(|i| &*i.request_id == request_id)
             })
         })
         .await;

@@ -42,6 +42,11 @@ pub const NO_ROOM: &str = "the result did not fit in the task store";
 /// larger than [`max_result_bytes`](super::OffloadLayer::max_result_bytes) and was not kept:
 /// a retry gets `410 Gone`.
 pub const NOT_KEPT: &str = "the response was too large to keep for retries";
+/// The result, encoded as `lambda_http` encodes a body (base64 unless it is text), was
+/// larger than the 6 MB a buffered Lambda response carries: stored, it could never be
+/// fetched ([`LambdaLayer::streaming`](crate::lambda::LambdaLayer::streaming)).
+pub const TOO_LARGE_FOR_LAMBDA: &str =
+    "the result is larger than a buffered Lambda response can carry";
 /// The process shut down before the work finished
 /// ([`DetachedTasks::shutdown`](super::DetachedTasks::shutdown)).
 pub const SHUT_DOWN: &str = "the server shut down";

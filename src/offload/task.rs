@@ -161,6 +161,13 @@ impl Plan {
         self.extras.as_ref()?.invocation.clone()
     }
 
+    /// Whether the response goes back as a buffered Lambda response, which bounds what a
+    /// result may be.
+    pub(crate) fn buffered(&self) -> bool {
+        let invocation = self.extras.as_ref().and_then(|e| e.invocation.as_ref());
+        invocation.is_some_and(|invocation| invocation.buffered)
+    }
+
     fn background(&self) -> Option<Deadline> {
         self.extras.as_ref()?.background
     }
@@ -229,8 +236,13 @@ impl Plan {
         let Started { id, reservation } = task;
         let config = self.config.clone();
         let deadline = self.background_deadline();
+        let buffered = self.buffered();
         let work = work::bounded(
-            async move { work::outcome(id, future, config.max_result_bytes, &config.escalation).await },
+            async move {
+                let outcome =
+                    work::outcome(id, future, config.max_result_bytes, &config.escalation).await;
+                work::deliverable(id, outcome, buffered).await
+            },
             deadline,
         );
         reservation.spawn(work::run(self.config.clone(), id, work, deadline));
@@ -327,7 +339,13 @@ impl Plan {
 
     /// Stores `outcome` for `task` in a task of its own.
     pub(crate) fn fail(&self, task: Started, outcome: TaskOutcome) {
-        work::store_later(self.config.clone(), task.id, task.reservation, outcome);
+        work::store_later(
+            self.config.clone(),
+            task.id,
+            task.reservation,
+            outcome,
+            false,
+        );
     }
 
     /// `503` with `Retry-After`: the task could not be kept, and a keyed request's work does

@@ -100,6 +100,33 @@ where
     }
 }
 
+/// `outcome`, or a failure when it is a result its host could never answer with: one
+/// larger than a `buffered` Lambda response carries (see `crate::lambda::payload`).
+pub(crate) async fn deliverable(id: TaskId, outcome: TaskOutcome, buffered: bool) -> TaskOutcome {
+    #[cfg(feature = "lambda")]
+    if let (true, TaskOutcome::Succeeded(result)) = (buffered, &outcome) {
+        // Boxed: a pending task's future keeps room for its largest await.
+        let fits = Box::pin(crate::lambda::payload::fits(
+            result.status,
+            &result.headers,
+            &result.body,
+        ));
+        if !fits.await {
+            tracing::warn!(
+                target: "tower_serverless::offload",
+                task = %id,
+                bytes = result.body.len(),
+                "the result is larger than a buffered Lambda response can carry once encoded; \
+                 it is stored as failed (stream the function's responses, or make the result smaller)"
+            );
+            return TaskOutcome::failed(reason::TOO_LARGE_FOR_LAMBDA);
+        }
+    }
+    #[cfg(not(feature = "lambda"))]
+    let _ = (id, buffered);
+    outcome
+}
+
 /// Detached work, boxed once: a pending task holds this box, not copies of its future.
 pub(crate) type Work = Pin<Box<dyn Future<Output = TaskOutcome> + Send>>;
 
@@ -217,15 +244,18 @@ pub(crate) async fn finish(
 }
 
 /// Stores `outcome` for task `id` in a task of its own, holding the task's place until it is
-/// stored. Outside a runtime (one being torn down) the write is lost, logged, and the task
-/// reads `worker lost` once its lease lapses.
+/// stored; a result only if it is [`deliverable`] from a host whose response is `buffered`.
+/// Outside a runtime (one being torn down) the write is lost, logged, and the task reads
+/// `worker lost` once its lease lapses.
 pub(crate) fn store_later(
     config: Arc<Config>,
     id: TaskId,
     reservation: Reservation,
     outcome: TaskOutcome,
+    buffered: bool,
 ) {
     spawn(async move {
+        let outcome = deliverable(id, outcome, buffered).await;
         finish(&*config.store, id, outcome, config.store_retry).await;
         drop(reservation);
     });

@@ -195,6 +195,18 @@ pub fn gated(path: &str) -> (tokio::sync::watch::Sender<bool>, Router) {
     (gate, Router::new().route(path, route))
 }
 
+/// A `POST /report/{bytes}` route: a binary report of that many bytes, made in 300 ms.
+pub fn report() -> Router {
+    let route = axum::routing::post(
+        |axum::extract::Path(bytes): axum::extract::Path<usize>| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let binary = [(http::header::CONTENT_TYPE, "application/octet-stream")];
+            (binary, vec![7u8; bytes])
+        },
+    );
+    Router::new().route("/report/{bytes}", route)
+}
+
 /// A `POST path` route whose work never ends; the receiver completes (with an error) when
 /// the work's future is dropped.
 pub fn forever(path: &str) -> (tokio::sync::oneshot::Receiver<()>, Router) {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -139,6 +139,8 @@ impl RuntimeApi {
                 post(posted_response),
             )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+            // Not axum's 2 MB: Lambda takes 6 MB buffered, more streamed.
+            .layer(DefaultBodyLimit::disable())
             .with_state(shared);
         let addr = super::serve(router).await;
         // One test function per binary sets these, before the runtime reads them.
@@ -274,15 +276,31 @@ async fn extension_next(State(shared): State<Shared>) -> Response {
     event.to_string().into_response()
 }
 
+/// The largest buffered response Lambda takes: its `413` names this many bytes.
+pub const MAX_BUFFERED_RESPONSE: usize = 6_291_556;
+
 async fn posted_response(
     State(shared): State<Shared>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
     let streamed = headers
         .get("lambda-runtime-function-response-mode")
         .is_some_and(|mode| mode == "streaming");
+    if !streamed && body.len() > MAX_BUFFERED_RESPONSE {
+        // As Lambda does: the runtime gets `413`, the invoker a failed invocation (behind
+        // API Gateway, a `502`).
+        let message =
+            format!("Exceeded maximum allowed payload size ({MAX_BUFFERED_RESPONSE} bytes).");
+        let _ = shared.outcomes.send(Outcome::Error {
+            request_id: id,
+            error_type: "Function.ResponseSizeTooLarge".to_owned(),
+            body: json!({ "errorMessage": message, "errorType": "Function.ResponseSizeTooLarge" }),
+        });
+        let body = json!({ "errorMessage": message, "errorType": "RequestEntityTooLarge" });
+        return (StatusCode::PAYLOAD_TOO_LARGE, body.to_string()).into_response();
+    }
     let body = if streamed {
         streamed_response(&body)
     } else {
@@ -292,7 +310,7 @@ async fn posted_response(
         request_id: id,
         body,
     });
-    StatusCode::ACCEPTED
+    StatusCode::ACCEPTED.into_response()
 }
 
 /// A streamed response as one value, like a buffered one: the runtime posts its metadata
