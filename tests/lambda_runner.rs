@@ -243,6 +243,19 @@ async fn large_results(api: &mut RuntimeApi, store: &MemoryStore) {
     );
     assert_eq!(result["statusCode"], 404, "{result}");
 
+    // An ALB takes 1 MB: 1,000,000 bytes are 1,333,336 in base64.
+    let mut event = alb_event("/report/1000000");
+    event["httpMethod"] = "POST".into();
+    let accepted = response(api.invoke("report-alb", BUDGET, event).await);
+    assert_eq!(accepted["statusCode"], 202, "{accepted}");
+    api.extension_next().await;
+    let record = store.get(task_of(&accepted)).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Failed);
+    assert_eq!(
+        record.error.as_deref(),
+        Some("the result is larger than a buffered Lambda response can carry")
+    );
+
     // The same for a keyed request answered in the foreground (`wait=2` outlasts its
     // 300 ms): Lambda refuses that response, and the retry learns why from the task rather
     // than failing the same way.

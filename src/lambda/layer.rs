@@ -16,6 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::watch;
 use tower::{Layer, Service};
 
+use super::payload;
 use crate::deadline::{v1_door, v2_door, Deadline, FrontDoor, FrontDoors};
 use crate::offload::{BackgroundDeadline, Invocation, PublicPrefix};
 
@@ -83,10 +84,10 @@ impl LambdaLayer {
     /// Whether the function's responses stream, as `lambda_http::run_with_streaming_response`
     /// posts them (default: no, buffered as `lambda_http::run` posts them;
     /// [`Runner::run_with_streaming_response`](super::Runner::run_with_streaming_response)
-    /// sets it). A buffered response is one JSON document of at most 6 MB, where a body
-    /// that is not text takes a third more in base64: an offloaded result that would not
-    /// fit is stored as failed ([`reason::TOO_LARGE_FOR_LAMBDA`]), not as a success whose
-    /// every fetch fails the invocation.
+    /// sets it). A buffered response is one JSON document of at most 6 MB (1 MB through an
+    /// ALB), where a body that is not text takes a third more in base64: an offloaded
+    /// result that would not fit is stored as failed ([`reason::TOO_LARGE_FOR_LAMBDA`]), not
+    /// as a success whose every fetch fails.
     ///
     /// [`reason::TOO_LARGE_FOR_LAMBDA`]: crate::offload::reason::TOO_LARGE_FOR_LAMBDA
     pub fn streaming(mut self, streaming: bool) -> Self {
@@ -376,9 +377,10 @@ where
                 .insert(BackgroundDeadline(deadline));
         }
         if let Some(context) = request.lambda_context_ref() {
+            let alb = matches!(request.request_context_ref(), Some(RequestContext::Alb(_)));
             let invocation = Invocation {
                 request_id: Arc::from(context.request_id.as_str()),
-                buffered: !self.layer.streaming,
+                max_response: (!self.layer.streaming).then(|| payload::max_response(alb)),
             };
             request.extensions_mut().insert(invocation);
         }

@@ -12,9 +12,9 @@
 //! stream (`lambda_http::run_with_streaming_response`): an invocation is finished once its
 //! whole body is posted.
 //!
-//! A buffered response is one JSON document of at most 6 MB, where a body that is not text
-//! takes a third more in base64, and Lambda fails an invocation whose response is larger
-//! (`502` behind API Gateway). Under [`run`], a detached result, or a keyed request's copy,
+//! A buffered response is one JSON document of at most 6 MB (1 MB through an ALB), where a
+//! body that is not text takes a third more in base64, and a larger one fails (`502`
+//! behind API Gateway or the ALB). Under [`run`], a detached result, or a keyed request's copy,
 //! that would not fit is stored as failed
 //! ([`reason::TOO_LARGE_FOR_LAMBDA`](crate::offload::reason::TOO_LARGE_FOR_LAMBDA)), so
 //! that the client reads why from the task rather than from a fetch that fails every time;

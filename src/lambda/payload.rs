@@ -1,9 +1,10 @@
 //! What a buffered Lambda response can carry.
 //!
-//! A function that does not stream posts its response as one JSON document, and the
-//! Runtime API takes at most 6 MB of it: a larger one is refused (`413`), the invocation
-//! fails, and API Gateway answers `502`. The body goes in that document as `lambda_http`
-//! encodes it: text escaped as a JSON string, anything else in base64, a third larger.
+//! A function that does not stream posts its response as one JSON document. The Runtime
+//! API takes at most 6 MB of it: a larger one is refused (`413`), the invocation fails, and
+//! API Gateway answers `502`. An ALB takes at most 1 MB, and answers `502` past it. The
+//! body goes in that document as `lambda_http` encodes it: text escaped as a JSON string,
+//! anything else in base64, a third larger.
 
 use std::io;
 
@@ -15,20 +16,39 @@ use lambda_http::{Body, IntoResponse};
 /// The most JSON the Runtime API takes as a buffered response: the size its `413` names.
 pub(crate) const MAX_BUFFERED_RESPONSE: usize = 6_291_556;
 
+/// The most JSON an ALB takes from its Lambda target: "1 MB", read as Lambda's megabytes
+/// are, 2^20 bytes.
+pub(crate) const MAX_ALB_RESPONSE: usize = 1 << 20;
+
+/// The most JSON a buffered response may be, through an ALB or another front door.
+pub(crate) fn max_response(alb: bool) -> usize {
+    if alb {
+        MAX_ALB_RESPONSE
+    } else {
+        MAX_BUFFERED_RESPONSE
+    }
+}
+
 /// Room for what the document holds beside the body and the headers (`statusCode`,
 /// `isBase64Encoded`, an ALB's `statusDescription`) and for the headers the status
 /// router adds when it replays a result.
 const ENVELOPE: usize = 1024;
 
-/// Whether a response of `status`, `headers` and `body` fits in a buffered Lambda response.
-pub(crate) async fn fits(status: StatusCode, headers: &HeaderMap, body: &Bytes) -> bool {
+/// Whether a response of `status`, `headers` and `body` fits in a buffered Lambda response
+/// of at most `max` bytes.
+pub(crate) async fn fits(
+    max: usize,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> bool {
     // Each header twice, quoted and separated: an ALB response carries both `headers` and
     // `multiValueHeaders`.
     let heads: usize = headers
         .iter()
         .map(|(name, value)| 2 * (name.as_str().len() + value.len() + 8))
         .sum();
-    let Some(room) = MAX_BUFFERED_RESPONSE.checked_sub(ENVELOPE + heads) else {
+    let Some(room) = max.checked_sub(ENVELOPE + heads) else {
         return false;
     };
     // Encoded, a byte takes at most six: `\u001f` escaped, a third more in base64, and
@@ -83,7 +103,13 @@ mod tests {
     }
 
     async fn fits_with(headers: &HeaderMap, body: Vec<u8>) -> bool {
-        fits(StatusCode::OK, headers, &Bytes::from(body)).await
+        fits(
+            MAX_BUFFERED_RESPONSE,
+            StatusCode::OK,
+            headers,
+            &Bytes::from(body),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -108,6 +134,24 @@ mod tests {
         assert!(fits_with(&text, vec![b'"'; 3_000_000]).await);
         assert!(!fits_with(&text, vec![0x1f; 1_100_000]).await);
         assert!(fits_with(&text, vec![0x1f; 1_000_000]).await);
+    }
+
+    #[tokio::test]
+    async fn an_alb_takes_a_megabyte() {
+        let binary = headers("application/octet-stream");
+        let body = Bytes::from(vec![7; 790_000]);
+        assert!(fits(MAX_BUFFERED_RESPONSE, StatusCode::OK, &binary, &body).await);
+        // 1,053,336 bytes in base64.
+        assert!(!fits(max_response(true), StatusCode::OK, &binary, &body).await);
+        assert!(
+            fits(
+                max_response(true),
+                StatusCode::OK,
+                &binary,
+                &body.slice(..700_000)
+            )
+            .await
+        );
     }
 
     #[tokio::test]

@@ -233,8 +233,9 @@ pub(crate) struct Keeper {
     headers: HeaderMap,
     /// `None` once the body outgrew the limit.
     copy: Option<BytesMut>,
-    /// Whether the response goes back as a buffered Lambda response.
-    buffered: bool,
+    /// The largest JSON document the response goes back in, when it is a buffered Lambda
+    /// response.
+    max_response: Option<usize>,
 }
 
 impl Keeper {
@@ -244,7 +245,7 @@ impl Keeper {
         reservation: Reservation,
         status: StatusCode,
         headers: HeaderMap,
-        buffered: bool,
+        max_response: Option<usize>,
     ) -> Self {
         Self {
             config,
@@ -253,7 +254,7 @@ impl Keeper {
             status,
             headers,
             copy: Some(BytesMut::new()),
-            buffered,
+            max_response,
         }
     }
 
@@ -276,7 +277,7 @@ impl Keeper {
             self.id,
             self.reservation,
             outcome,
-            self.buffered,
+            self.max_response,
         );
     }
 

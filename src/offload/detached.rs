@@ -42,13 +42,13 @@ struct Running {
 
 /// A request extension naming the Lambda invocation a request belongs to (set by the
 /// Lambda runner), so that an invocation is held for the work it detached, not for others',
-/// and saying whether its response is buffered, which bounds what a result may be.
+/// and bounding what a result may be when its response is buffered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Invocation {
     pub(crate) request_id: Arc<str>,
-    /// Posted whole, as one JSON document of at most 6 MB (`lambda::payload`), not
-    /// streamed.
-    pub(crate) buffered: bool,
+    /// The largest JSON document a buffered response may be (`lambda::payload`); `None`
+    /// when responses stream.
+    pub(crate) max_response: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -302,7 +302,7 @@ where
         task.reservation,
         parts.status,
         parts.headers.clone(),
-        plan.buffered(),
+        plan.max_response(),
     );
     let response = Response::from_parts(parts, ResponseBody::kept(body, keeper));
     Ok(applied_to(response, applied))

@@ -84,7 +84,7 @@
 //! | [`background_deadline`](OffloadLayer::background_deadline) | [`DEFAULT_BACKGROUND_BUDGET`] (15 min; on Lambda also the function's deadline) | the work, or its still-streaming body, stops; failed: [`reason::BACKGROUND_DEADLINE`] |
 //! | [`max_detached`](OffloadLayer::max_detached) running tasks | [`DEFAULT_MAX_DETACHED`] (1,000) | answered in the foreground, `Prefer: respond-async` too |
 //! | [`max_result_bytes`](OffloadLayer::max_result_bytes) | 6 MiB | failed: [`reason::too_large`] |
-//! | a buffered Lambda response (the runner's [`run`](crate::lambda::run); feature `lambda`) | 6 MB of JSON, a body that is not text in base64 | failed: [`reason::TOO_LARGE_FOR_LAMBDA`] |
+//! | a buffered Lambda response (the runner's [`run`](crate::lambda::run); feature `lambda`) | 6 MB of JSON (1 MB through an ALB), a body that is not text in base64 | failed: [`reason::TOO_LARGE_FOR_LAMBDA`] |
 //! | [`MemoryStore`] tasks and bytes | 10,000 and 256 MiB | finished results stay until their [`ttl`](OffloadLayer::ttl) (15 min): the new task is refused (foreground) or the result fails ([`reason::NO_ROOM`]) |
 //! | [`store_retry`](OffloadLayer::store_retry) of a completion | 30 s | the outcome is lost (logged); the task reads `worker lost` once its lease lapses |
 //! | [`DetachedTasks::shutdown`] | the grace you give | what still runs is failed: [`reason::SHUT_DOWN`] |

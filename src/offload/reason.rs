@@ -43,8 +43,8 @@ pub const NO_ROOM: &str = "the result did not fit in the task store";
 /// a retry gets `410 Gone`.
 pub const NOT_KEPT: &str = "the response was too large to keep for retries";
 /// The result, encoded as `lambda_http` encodes a body (base64 unless it is text), was
-/// larger than the 6 MB a buffered Lambda response carries: stored, it could never be
-/// fetched ([`LambdaLayer::streaming`](crate::lambda::LambdaLayer::streaming)).
+/// larger than a buffered Lambda response carries (6 MB, 1 MB through an ALB): stored, it
+/// could never be fetched ([`LambdaLayer::streaming`](crate::lambda::LambdaLayer::streaming)).
 pub const TOO_LARGE_FOR_LAMBDA: &str =
     "the result is larger than a buffered Lambda response can carry";
 /// The process shut down before the work finished

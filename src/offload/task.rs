@@ -161,11 +161,10 @@ impl Plan {
         self.extras.as_ref()?.invocation.clone()
     }
 
-    /// Whether the response goes back as a buffered Lambda response, which bounds what a
-    /// result may be.
-    pub(crate) fn buffered(&self) -> bool {
-        let invocation = self.extras.as_ref().and_then(|e| e.invocation.as_ref());
-        invocation.is_some_and(|invocation| invocation.buffered)
+    /// The largest JSON document the response goes back in, when it is a buffered Lambda
+    /// response: what bounds a result.
+    pub(crate) fn max_response(&self) -> Option<usize> {
+        self.extras.as_ref()?.invocation.as_ref()?.max_response
     }
 
     fn background(&self) -> Option<Deadline> {
@@ -236,12 +235,12 @@ impl Plan {
         let Started { id, reservation } = task;
         let config = self.config.clone();
         let deadline = self.background_deadline();
-        let buffered = self.buffered();
+        let max_response = self.max_response();
         let work = work::bounded(
             async move {
                 let outcome =
                     work::outcome(id, future, config.max_result_bytes, &config.escalation).await;
-                work::deliverable(id, outcome, buffered).await
+                work::deliverable(id, outcome, max_response).await
             },
             deadline,
         );
@@ -344,7 +343,7 @@ impl Plan {
             task.id,
             task.reservation,
             outcome,
-            false,
+            None,
         );
     }
 

@@ -101,12 +101,18 @@ where
 }
 
 /// `outcome`, or a failure when it is a result its host could never answer with: one
-/// larger than a `buffered` Lambda response carries (see `crate::lambda::payload`).
-pub(crate) async fn deliverable(id: TaskId, outcome: TaskOutcome, buffered: bool) -> TaskOutcome {
+/// larger, once encoded, than a buffered Lambda response of at most `max_response` bytes
+/// (see `crate::lambda::payload`).
+pub(crate) async fn deliverable(
+    id: TaskId,
+    outcome: TaskOutcome,
+    max_response: Option<usize>,
+) -> TaskOutcome {
     #[cfg(feature = "lambda")]
-    if let (true, TaskOutcome::Succeeded(result)) = (buffered, &outcome) {
+    if let (Some(max), TaskOutcome::Succeeded(result)) = (max_response, &outcome) {
         // Boxed: a pending task's future keeps room for its largest await.
         let fits = Box::pin(crate::lambda::payload::fits(
+            max,
             result.status,
             &result.headers,
             &result.body,
@@ -116,6 +122,7 @@ pub(crate) async fn deliverable(id: TaskId, outcome: TaskOutcome, buffered: bool
                 target: "tower_serverless::offload",
                 task = %id,
                 bytes = result.body.len(),
+                max_response = max,
                 "the result is larger than a buffered Lambda response can carry once encoded; \
                  it is stored as failed (stream the function's responses, or make the result smaller)"
             );
@@ -123,7 +130,7 @@ pub(crate) async fn deliverable(id: TaskId, outcome: TaskOutcome, buffered: bool
         }
     }
     #[cfg(not(feature = "lambda"))]
-    let _ = (id, buffered);
+    let _ = (id, max_response);
     outcome
 }
 
@@ -244,7 +251,7 @@ pub(crate) async fn finish(
 }
 
 /// Stores `outcome` for task `id` in a task of its own, holding the task's place until it is
-/// stored; a result only if it is [`deliverable`] from a host whose response is `buffered`.
+/// stored; a result only if it is [`deliverable`] in a response of at most `max_response`.
 /// Outside a runtime (one being torn down) the write is lost, logged, and the task reads
 /// `worker lost` once its lease lapses.
 pub(crate) fn store_later(
@@ -252,10 +259,10 @@ pub(crate) fn store_later(
     id: TaskId,
     reservation: Reservation,
     outcome: TaskOutcome,
-    buffered: bool,
+    max_response: Option<usize>,
 ) {
     spawn(async move {
-        let outcome = deliverable(id, outcome, buffered).await;
+        let outcome = deliverable(id, outcome, max_response).await;
         finish(&*config.store, id, outcome, config.store_retry).await;
         drop(reservation);
     });
