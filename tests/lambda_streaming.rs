@@ -39,6 +39,17 @@ async fn chunks() -> Body {
     Body::new(body)
 }
 
+/// A body that fails after its first chunk, with an error whose text is for the logs only.
+async fn broken() -> Body {
+    let (mut sender, body) = Channel::<Bytes, std::io::Error>::new(1);
+    tokio::spawn(async move {
+        let _ = sender.send_data(Bytes::from_static(b"partial ")).await;
+        tokio::task::yield_now().await;
+        sender.abort(std::io::Error::other("the database password is hunter2"));
+    });
+    Body::new(body)
+}
+
 /// The response invocation `id` of `event` posts, once the extension has released it.
 async fn answered(api: &mut RuntimeApi, id: &str, event: Value) -> Value {
     let posted = response(api.invoke(id, BUDGET, event).await);
@@ -50,6 +61,8 @@ async fn answered(api: &mut RuntimeApi, id: &str, event: Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
     common::quiet_panics();
+    let log = common::Captured::default();
+    log.install_global();
     let mut api = RuntimeApi::start().await;
     let store = MemoryStore::new();
     let runtime_store = store.clone();
@@ -60,6 +73,7 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
             post(move || async move { (runs.fetch_add(1, Ordering::SeqCst) + 1).to_string() });
         let app = app::routes()
             .route("/stream", get(chunks))
+            .route("/broken", get(broken))
             .route("/count", count)
             .merge(common::report())
             .layer(offload.clone())
@@ -79,6 +93,17 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
     assert_eq!(streamed["streamed"], true, "{streamed}");
     assert_eq!(streamed["statusCode"], 200, "{streamed}");
     assert_eq!(streamed["body"], "one two three");
+
+    // A body that fails midway ends there: its error is logged, and no text of it reaches
+    // the client (`lambda_runtime` would stream it as part of the body).
+    let broken = answered(&mut api, "broken", get_event("/broken")).await;
+    assert_eq!(broken["statusCode"], 200, "{broken}");
+    assert_eq!(broken["body"], "partial ");
+    let logged = log.text();
+    assert!(
+        logged.contains("the response body failed midway") && logged.contains("hunter2"),
+        "{logged}"
+    );
 
     // Offloaded: the `202` streams while the work runs; the extension asks for its next
     // event only once the work ended and its result is stored.

@@ -85,6 +85,7 @@
 //! }
 //! ```
 
+mod body;
 mod layer;
 pub(crate) mod payload;
 mod runner;

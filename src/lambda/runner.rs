@@ -10,6 +10,7 @@ use lambda_http::lambda_runtime::{self, Diagnostic, LambdaInvocation};
 use lambda_http::{IntoResponse, Request, Service};
 use tower::Layer;
 
+use super::body::EndsAtError;
 use super::layer::{Invocations, LambdaLayer, TrackLayer};
 use crate::deadline::{plausible, Epoch, FrontDoors};
 use crate::offload::{DetachedTasks, OffloadLayer};
@@ -120,7 +121,12 @@ impl Runner {
         R: IntoResponse + Send + 'static,
         E: fmt::Debug + Into<Diagnostic> + Send + 'static,
     {
-        let service = Converted(self.layer.layer(service));
+        // Converted as `lambda_http::run` does after the service: the runtime's concurrent
+        // mode needs a response type that is `Sync`, which an axum body is not.
+        let service = Then {
+            service: self.layer.layer(service),
+            then: R::into_response,
+        };
         let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service));
         self.serve(runtime).await
     }
@@ -133,8 +139,9 @@ impl Runner {
     /// for, once the whole body is posted.
     ///
     /// An escalation fails the invocation as under [`run`](Self::run): it is decided on
-    /// the response's head, before anything streams. A body that fails midway ends the
-    /// stream with the error `lambda_runtime` reports in the response's trailers.
+    /// the response's head, before anything streams. A body that fails midway ends there,
+    /// and its error is logged: `lambda_runtime` would write the error's text into the
+    /// stream, after what the client already has, and Lambda would take it for body.
     ///
     /// ```no_run
     /// use axum::{routing::post, Router};
@@ -174,6 +181,10 @@ impl Runner {
         B::Error: Into<lambda_http::Error> + Send + fmt::Debug,
     {
         let layer = self.layer.clone().streaming(true);
+        let service = Then {
+            service,
+            then: |response: http::Response<B>| std::future::ready(response.map(EndsAtError::new)),
+        };
         let runtime = lambda_http::streaming_runtime_concurrent(layer.layer(service));
         self.serve(runtime).await
     }
@@ -232,31 +243,35 @@ impl Runner {
     }
 }
 
-/// Converts the service's response into `lambda_http`'s own, as `lambda_http::run` does
-/// after the service: the runtime's concurrent mode needs a response type that is `Sync`,
-/// which an axum body is not.
+/// `service` with `then` applied to each response it gives, for the runtime: `lambda_http`'s
+/// own conversion, or a streamed body's end at its first error.
 #[derive(Clone)]
-struct Converted<S>(S);
+struct Then<S, F> {
+    service: S,
+    then: F,
+}
 
-impl<S, R, E> Service<Request> for Converted<S>
+impl<S, F, T> Service<Request> for Then<S, F>
 where
-    S: Service<Request, Response = R, Error = E>,
+    S: Service<Request>,
     S::Future: Send + 'static,
-    R: IntoResponse + Send + 'static,
+    F: FnOnce(S::Response) -> T + Clone + Send + 'static,
+    T: Future + Send,
 {
-    type Response = lambda_http::Response<lambda_http::Body>;
-    type Error = E;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, E>> + Send>>;
+    type Response = T::Output;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<T::Output, S::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
-        self.0.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.service.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let response = self.0.call(request);
+        let response = self.service.call(request);
+        let then = self.then.clone();
         Box::pin(async move {
-            let converted = response.await?.into_response();
-            Ok(converted.await)
+            let then = then(response.await?);
+            Ok(then.await)
         })
     }
 }
