@@ -81,6 +81,72 @@ pub async fn offload_and_poll(
     task
 }
 
+/// Lambda Managed Instances (`AWS_LAMBDA_MAX_CONCURRENCY` 4): starts the Runtime API and
+/// a function that serves a [`gated`](super::gated) `POST /gated` behind `offload`, and
+/// its status routes, with `Runner::run` or, when `streamed`, `run_with_streaming_response`.
+/// Checks that four invocations are served at once (each waits until all four are in:
+/// served one at a time, none would answer), posted as `streamed` says, and that no
+/// extension registered. Returns the API and the gate of `/gated`.
+pub async fn managed(
+    offload: &tower_serverless::OffloadLayer,
+    streamed: bool,
+) -> (RuntimeApi, tokio::sync::watch::Sender<bool>) {
+    let mut api = RuntimeApi::start().await;
+    std::env::set_var("AWS_LAMBDA_MAX_CONCURRENCY", "4");
+    let (gate, gated) = super::gated("/gated");
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let together = get(move || {
+        let barrier = barrier.clone();
+        async move {
+            barrier.wait().await;
+            "together"
+        }
+    });
+    let offload = offload.clone();
+    run_function(move || async move {
+        let app = Router::new()
+            .route("/together", together)
+            .merge(gated)
+            .layer(offload.clone())
+            .merge(offload.status_router())
+            .layer(tower_serverless::DeadlineLayer::inherit());
+        let runner = tower_serverless::lambda::Runner::new().offload(&offload);
+        if streamed {
+            runner.run_with_streaming_response(app).await
+        } else {
+            runner.run(app).await
+        }
+    });
+    let deadline_ms = now_ms() + 60_000;
+    for id in ["1", "2", "3", "4"] {
+        let event = http_api_event("GET", "/together", now_ms());
+        api.submit(id, deadline_ms, event).await;
+    }
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        match api.outcome().await {
+            Outcome::Response { request_id, body } => {
+                assert_eq!(body["body"], "together");
+                assert_eq!(
+                    body["streamed"].as_bool().unwrap_or(false),
+                    streamed,
+                    "{body}"
+                );
+                answered.push(request_id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    answered.sort();
+    assert_eq!(answered, ["1", "2", "3", "4"]);
+    // The extension would have registered during init, before the first invocation.
+    assert!(
+        !api.extension_registered(),
+        "nothing holds an environment that never freezes"
+    );
+    (api, gate)
+}
+
 /// What the runtime posted for one invocation.
 #[derive(Debug)]
 pub enum Outcome {
