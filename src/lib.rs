@@ -94,6 +94,7 @@ pub struct ConfigError(pub(crate) &'static str);
 mod capture;
 mod number;
 mod response;
+mod unwind;
 mod wake;
 
 pub mod client;

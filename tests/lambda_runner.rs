@@ -57,7 +57,8 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
                         .to_string()
                 }),
             )
-            .merge(common::report());
+            .merge(common::report())
+            .merge(common::broken());
         let app = routes
             .layer(offload.clone())
             .merge(offload.status_router())
@@ -151,6 +152,20 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
     let remaining = response(api.invoke("6", BUDGET, event).await);
     let remaining: u64 = remaining["body"].as_str().unwrap().parse().unwrap();
     assert!((7_000..=8_000).contains(&remaining), "{remaining} ms");
+    api.extension_next().await;
+
+    // A body that fails midway fails the invocation, with a type of its own: `lambda_http`
+    // reads a buffered body whole before it posts anything (and panics when it fails). The
+    // client behind API Gateway gets its `502`, not the body's first part.
+    let broken = api
+        .invoke("broken", BUDGET, http_api_event("GET", "/broken", now_ms()))
+        .await;
+    assert_eq!(error_type(broken), "ResponseBodyFailed");
+    let logged = log.text();
+    assert!(
+        logged.contains("the response body failed while it was read") && logged.contains("hunter2"),
+        "{logged}"
+    );
     api.extension_next().await;
 
     // An event that is no HTTP request never reaches the service: the runtime posts an

@@ -39,17 +39,6 @@ async fn chunks() -> Body {
     Body::new(body)
 }
 
-/// A body that fails after its first chunk, with an error whose text is for the logs only.
-async fn broken() -> Body {
-    let (mut sender, body) = Channel::<Bytes, std::io::Error>::new(1);
-    tokio::spawn(async move {
-        let _ = sender.send_data(Bytes::from_static(b"partial ")).await;
-        tokio::task::yield_now().await;
-        sender.abort(std::io::Error::other("the database password is hunter2"));
-    });
-    Body::new(body)
-}
-
 /// The response invocation `id` of `event` posts, once the extension has released it.
 async fn answered(api: &mut RuntimeApi, id: &str, event: Value) -> Value {
     let posted = response(api.invoke(id, BUDGET, event).await);
@@ -73,7 +62,7 @@ async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
             post(move || async move { (runs.fetch_add(1, Ordering::SeqCst) + 1).to_string() });
         let app = app::routes()
             .route("/stream", get(chunks))
-            .route("/broken", get(broken))
+            .merge(common::broken())
             .route("/count", count)
             .merge(common::report())
             .layer(offload.clone())

@@ -36,6 +36,9 @@ pub mod error_type {
     /// Prefix of the type given to a response escalated by the status-code policy; the code
     /// follows, as in `HttpStatus503`.
     pub const HTTP_STATUS_PREFIX: &str = "HttpStatus";
+    /// The response's body failed while the Lambda runner read it for a buffered response
+    /// ([`lambda::run`](crate::lambda::run), feature `lambda`).
+    pub const RESPONSE_BODY_FAILED: &str = "ResponseBodyFailed";
 }
 
 /// A failure that must fail the invocation instead of becoming an HTTP response.

@@ -115,12 +115,9 @@ where
 }
 
 pub(crate) fn panicked(payload: Box<dyn Any + Send>) -> Failure {
-    let message = if let Some(text) = payload.downcast_ref::<&'static str>() {
-        format!("the handler panicked: {text}")
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        format!("the handler panicked: {text}")
-    } else {
-        "the handler panicked".to_owned()
+    let message = match crate::unwind::text(&*payload) {
+        Some(text) => format!("the handler panicked: {text}"),
+        None => "the handler panicked".to_owned(),
     };
     Failure {
         escalation: Escalation::new(error_type::PANIC, message),

@@ -13,7 +13,9 @@ use tower::Layer;
 use super::body::EndsAtError;
 use super::layer::{Invocations, LambdaLayer, TrackLayer};
 use crate::deadline::{plausible, Epoch, FrontDoors};
+use crate::escalate::error_type;
 use crate::offload::{DetachedTasks, OffloadLayer};
+use crate::unwind::{self, catch_panic};
 
 /// Runs `service` under `lambda_http`, holding each invocation open until the work that
 /// `offload` detached during it is done. See the [module docs](super).
@@ -111,6 +113,11 @@ impl Runner {
     /// registered during init and holds each invocation until its response is posted and
     /// the work it detached is done.
     ///
+    /// `lambda_http` reads the response's body whole before it posts anything. A body that
+    /// fails then fails the invocation with error type
+    /// [`ResponseBodyFailed`](crate::escalate::error_type::RESPONSE_BODY_FAILED), and its
+    /// error is logged; the client gets none of the body.
+    ///
     /// # Errors
     ///
     /// When the extension cannot register or the runtime fails.
@@ -125,7 +132,7 @@ impl Runner {
         // mode needs a response type that is `Sync`, which an axum body is not.
         let service = Then {
             service: self.layer.layer(service),
-            then: R::into_response,
+            then: converted::<R, E>,
         };
         let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service));
         self.serve(runtime).await
@@ -183,7 +190,9 @@ impl Runner {
         let layer = self.layer.clone().streaming(true);
         let service = Then {
             service,
-            then: |response: http::Response<B>| std::future::ready(response.map(EndsAtError::new)),
+            then: |result: Result<http::Response<B>, E>| {
+                std::future::ready(result.map(|response| response.map(EndsAtError::new)))
+            },
         };
         let runtime = lambda_http::streaming_runtime_concurrent(layer.layer(service));
         self.serve(runtime).await
@@ -243,36 +252,79 @@ impl Runner {
     }
 }
 
-/// `service` with `then` applied to each response it gives, for the runtime: `lambda_http`'s
-/// own conversion, or a streamed body's end at its first error.
+/// `service` with `then` applied to what each call gives, for the runtime: `lambda_http`'s
+/// own conversion of the response, or a streamed body's end at its first error.
 #[derive(Clone)]
 struct Then<S, F> {
     service: S,
     then: F,
 }
 
-impl<S, F, T> Service<Request> for Then<S, F>
+impl<S, F, T, U, X> Service<Request> for Then<S, F>
 where
     S: Service<Request>,
     S::Future: Send + 'static,
-    F: FnOnce(S::Response) -> T + Clone + Send + 'static,
-    T: Future + Send,
+    S::Error: Into<X>,
+    F: FnOnce(Result<S::Response, S::Error>) -> T + Clone + Send + 'static,
+    T: Future<Output = Result<U, X>> + Send,
 {
-    type Response = T::Output;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<T::Output, S::Error>> + Send>>;
+    type Response = U;
+    type Error = X;
+    type Future = Pin<Box<dyn Future<Output = Result<U, X>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.service.poll_ready(cx)
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), X>> {
+        self.service.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
         let response = self.service.call(request);
         let then = self.then.clone();
-        Box::pin(async move {
-            let then = then(response.await?);
-            Ok(then.await)
-        })
+        Box::pin(async move { then(response.await).await })
+    }
+}
+
+/// `lambda_http`'s conversion of the service's response, as `lambda_http::run` makes it: it
+/// reads the body whole and panics when the body fails. That is the invocation's failure,
+/// [`RESPONSE_BODY_FAILED`](error_type::RESPONSE_BODY_FAILED), logged with the body's
+/// error; left to the runtime, it would fail with the panic payload's type name for a type.
+async fn converted<R: IntoResponse, E>(
+    result: Result<R, E>,
+) -> Result<lambda_http::Response<lambda_http::Body>, RunError<E>> {
+    let mut converting = result.map_err(RunError::Service)?.into_response();
+    catch_panic(converting.as_mut()).await.map_err(|payload| {
+        let text = unwind::text(&*payload).unwrap_or_default().to_owned();
+        tracing::error!(
+            target: "tower_serverless::lambda",
+            error = text,
+            "the response body failed while it was read; the invocation fails"
+        );
+        RunError::Body(text)
+    })
+}
+
+/// Why an invocation under [`Runner::run`] failed: the service's own error, or its
+/// response's body, with the text of the failure `lambda_http` met reading it.
+#[derive(Debug)]
+enum RunError<E> {
+    Service(E),
+    Body(String),
+}
+
+impl<E> From<E> for RunError<E> {
+    fn from(error: E) -> Self {
+        Self::Service(error)
+    }
+}
+
+impl<E: Into<Diagnostic>> From<RunError<E>> for Diagnostic {
+    fn from(error: RunError<E>) -> Self {
+        match error {
+            RunError::Service(error) => error.into(),
+            RunError::Body(text) => Diagnostic {
+                error_type: error_type::RESPONSE_BODY_FAILED.to_owned(),
+                error_message: format!("the response body failed: {text}"),
+            },
+        }
     }
 }
 

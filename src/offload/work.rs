@@ -2,12 +2,9 @@
 //! escalations recognised, the lease renewed, the background deadline kept, the outcome
 //! stored with retries.
 
-use std::any::Any;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,20 +19,7 @@ use super::{reason, TaskId};
 use crate::capture::{capture, CaptureError};
 use crate::deadline::{later, Deadline, DeadlineSource};
 use crate::escalate::{DefaultPredicate, Policy};
-
-/// Polls `future`, turning a panic into `Err` with its payload.
-pub(crate) async fn catch_panic<F: Future + ?Sized>(
-    mut future: Pin<&mut F>,
-) -> Result<F::Output, Box<dyn Any + Send>> {
-    std::future::poll_fn(move |cx| {
-        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(payload)),
-        }
-    })
-    .await
-}
+use crate::unwind::catch_panic;
 
 /// The outcome of the inner service's future: its response with the body captured up to
 /// the limit, or why it failed (an error, a panic in the handler or its body, an

@@ -207,6 +207,21 @@ pub fn report() -> Router {
     Router::new().route("/report/{bytes}", route)
 }
 
+/// A `GET /broken` route whose body fails after its first chunk, `partial `, with an error
+/// whose text is for the logs only: `the database password is hunter2`.
+pub fn broken() -> Router {
+    let route = axum::routing::get(|| async {
+        let (mut sender, body) = http_body_util::Channel::<Bytes, std::io::Error>::new(1);
+        tokio::spawn(async move {
+            let _ = sender.send_data(Bytes::from_static(b"partial ")).await;
+            tokio::task::yield_now().await;
+            sender.abort(std::io::Error::other("the database password is hunter2"));
+        });
+        axum::body::Body::new(body)
+    });
+    Router::new().route("/broken", route)
+}
+
 /// A `POST path` route whose work never ends; the receiver completes (with an error) when
 /// the work's future is dropped.
 pub fn forever(path: &str) -> (tokio::sync::oneshot::Receiver<()>, Router) {
