@@ -27,9 +27,7 @@ fn emulator_event(method: &str, path: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_constant_deadline_is_no_deadline() {
-    let log = common::Captured::default();
-    log.install_global();
-    let mut api = RuntimeApi::start().await;
+    let (mut api, log) = RuntimeApi::start_logged().await;
     let store = MemoryStore::new();
     let runtime_store = store.clone();
     run_function(move || async move {

@@ -32,10 +32,7 @@ fn error_type(outcome: Outcome) -> String {
 // One test function: the runtime reads its address from the process environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detached_work_holds_the_invocation_until_it_is_done() {
-    common::quiet_panics();
-    let log = common::Captured::default();
-    log.install_global();
-    let mut api = RuntimeApi::start().await;
+    let (mut api, log) = RuntimeApi::start_logged().await;
     // `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH` is not set: REST events reach `lambda_http` as
     // `/prod/...`, and the runner takes the stage off.
     let store = MemoryStore::new();

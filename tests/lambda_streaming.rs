@@ -49,10 +49,7 @@ async fn answered(api: &mut RuntimeApi, id: &str, event: Value) -> Value {
 // One test function: the runtime reads its address from the process environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_responses_and_detached_work_that_holds_the_invocation() {
-    common::quiet_panics();
-    let log = common::Captured::default();
-    log.install_global();
-    let mut api = RuntimeApi::start().await;
+    let (mut api, log) = RuntimeApi::start_logged().await;
     let store = MemoryStore::new();
     let runtime_store = store.clone();
     run_function(move || async move {

@@ -1,14 +1,11 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use lambda_extension::{service_fn, Extension, NextEvent};
 use lambda_http::lambda_runtime::{self, Diagnostic, LambdaInvocation};
 use lambda_http::{IntoResponse, Request, Service};
-use tower::Layer;
+use tower::{Layer, ServiceExt};
 
 use super::body::EndsAtError;
 use super::layer::{Invocations, LambdaLayer, TrackLayer};
@@ -130,10 +127,7 @@ impl Runner {
     {
         // Converted as `lambda_http::run` does after the service: the runtime's concurrent
         // mode needs a response type that is `Sync`, which an axum body is not.
-        let service = Then {
-            service: self.layer.layer(service),
-            then: converted::<R, E>,
-        };
+        let service = self.layer.layer(service).then(converted::<R, E>);
         let runtime = lambda_runtime::Runtime::new(lambda_http::Adapter::from(service));
         self.serve(runtime).await
     }
@@ -152,7 +146,7 @@ impl Runner {
     ///
     /// ```no_run
     /// use axum::{routing::post, Router};
-    /// use tower::Layer;
+    /// use tower::{Layer, ServiceExt};
     /// use tower_serverless::lambda::Runner;
     /// use tower_serverless::offload::RedisStore;
     /// use tower_serverless::{DeadlineLayer, EscalateLayer, OffloadLayer};
@@ -188,12 +182,9 @@ impl Runner {
         B::Error: Into<lambda_http::Error> + Send + fmt::Debug,
     {
         let layer = self.layer.clone().streaming(true);
-        let service = Then {
-            service,
-            then: |result: Result<http::Response<B>, E>| {
-                std::future::ready(result.map(|response| response.map(EndsAtError::new)))
-            },
-        };
+        let service = service.then(|result: Result<http::Response<B>, E>| {
+            std::future::ready(result.map(|response| response.map(EndsAtError::new)))
+        });
         let runtime = lambda_http::streaming_runtime_concurrent(layer.layer(service));
         self.serve(runtime).await
     }
@@ -249,37 +240,6 @@ impl Runner {
         let runtime = runtime.layer(TrackLayer(invocations));
         tokio::try_join!(runtime.run_concurrent(), extension.run())?;
         Ok(())
-    }
-}
-
-/// `service` with `then` applied to what each call gives, for the runtime: `lambda_http`'s
-/// own conversion of the response, or a streamed body's end at its first error.
-#[derive(Clone)]
-struct Then<S, F> {
-    service: S,
-    then: F,
-}
-
-impl<S, F, T, U, X> Service<Request> for Then<S, F>
-where
-    S: Service<Request>,
-    S::Future: Send + 'static,
-    S::Error: Into<X>,
-    F: FnOnce(Result<S::Response, S::Error>) -> T + Clone + Send + 'static,
-    T: Future<Output = Result<U, X>> + Send,
-{
-    type Response = U;
-    type Error = X;
-    type Future = Pin<Box<dyn Future<Output = Result<U, X>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), X>> {
-        self.service.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let response = self.service.call(request);
-        let then = self.then.clone();
-        Box::pin(async move { then(response.await).await })
     }
 }
 

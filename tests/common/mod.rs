@@ -208,14 +208,16 @@ pub fn report() -> Router {
 }
 
 /// A `GET /broken` route whose body fails after its first chunk, `partial `, with an error
-/// whose text is for the logs only: `the database password is hunter2`.
+/// whose text is for the logs only: `the database password is hunter2 (failing on purpose)`.
 pub fn broken() -> Router {
     let route = axum::routing::get(|| async {
         let (mut sender, body) = http_body_util::Channel::<Bytes, std::io::Error>::new(1);
         tokio::spawn(async move {
             let _ = sender.send_data(Bytes::from_static(b"partial ")).await;
             tokio::task::yield_now().await;
-            sender.abort(std::io::Error::other("the database password is hunter2"));
+            sender.abort(std::io::Error::other(
+                "the database password is hunter2 (failing on purpose)",
+            ));
         });
         axum::body::Body::new(body)
     });

@@ -224,6 +224,16 @@ impl RuntimeApi {
         }
     }
 
+    /// [`start`](Self::start), with the process's log captured (the function runs on a
+    /// runtime of its own, so the capture is global) and the output of panics provoked on
+    /// purpose quieted.
+    pub async fn start_logged() -> (Self, super::Captured) {
+        super::quiet_panics();
+        let log = super::Captured::default();
+        log.install_global();
+        (Self::start().await, log)
+    }
+
     /// Waits for the extension's next `GET /extension/event/next`: the moment it let the
     /// environment freeze.
     pub async fn extension_next(&mut self) -> tokio::time::Instant {
