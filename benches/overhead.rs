@@ -21,6 +21,7 @@ use criterion::{criterion_group, Criterion};
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{service_fn, Layer, Service, ServiceExt};
+use tower_serverless::deadline::{Deadline, DeadlineSource};
 use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
 use tower_serverless_benches::{count_from_env, median};
 
@@ -230,19 +231,40 @@ fn allocation_table() {
     // Where DeadlineLayer's allocations come from: `http::Extensions` allocates its map (a
     // box and a table) on the first insert into a request that has no extension yet, and a
     // box per value. A request that already carries an extension shows the layer's own cost.
-    let with_extension = tower::util::MapRequestLayer::new(|mut request: Req| {
+    deadline_behind(&runtime, "request with an extension already", |request| {
         request.extensions_mut().insert(HostContext);
-        request
     });
-    let bare = allocations(&runtime, with_extension.layer(handler::<_, false>()));
-    let deadline = allocations(
+    // Behind `LambdaLayer`, which puts the function's and the front door's deadline in the
+    // request, `DeadlineLayer` finds a `Deadline` there already and keeps the earlier one.
+    deadline_behind(
         &runtime,
-        with_extension.layer(DeadlineLayer::new(BUDGET).layer(handler::<_, false>())),
+        "request with a `Deadline` already, as `LambdaLayer` hands it over",
+        |request| {
+            let function = Deadline::after(BUDGET, DeadlineSource::Function);
+            request.extensions_mut().insert(function);
+        },
     );
-    println!("| DeadlineLayer, request with an extension already (minus that request's own {bare:.2}) | {:.2} |", deadline - bare);
     #[cfg(feature = "lambda")]
     lambda::allocation_rows(&runtime);
     println!();
+}
+
+/// Prints `DeadlineLayer`'s allocations per request behind a host that puts `host`'s
+/// extensions in each request, minus what that request costs without the layer.
+fn deadline_behind(runtime: &tokio::runtime::Runtime, what: &str, host: fn(&mut Req)) {
+    let host = tower::util::MapRequestLayer::new(move |mut request: Req| {
+        host(&mut request);
+        request
+    });
+    let bare = allocations(runtime, host.layer(handler::<_, false>()));
+    let deadline = allocations(
+        runtime,
+        host.layer(DeadlineLayer::new(BUDGET).layer(handler::<_, false>())),
+    );
+    println!(
+        "| DeadlineLayer, {what} (minus that request's own {bare:.2}) | {:.2} |",
+        deadline - bare
+    );
 }
 
 /// What `LambdaLayer` allocates per request as `lambda_http` hands it over: the deadlines and

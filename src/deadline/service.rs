@@ -94,13 +94,17 @@ where
         if !self.config.sources().is_empty() {
             request = self.apply_sources(request, &mut deadline);
         }
-        // One lookup in the extension map, not one to read an outer deadline and one more to
-        // write: what the insert gives back is a deadline an outer layer set, which stays
-        // when it is earlier.
-        if let Some(outer) = request.extensions_mut().insert(deadline) {
-            deadline = outer.min(deadline);
-            if let Some(slot) = request.extensions_mut().get_mut::<Deadline>() {
-                *slot = deadline;
+        // A deadline an outer layer set (`LambdaLayer` sets the function's and the front
+        // door's) is kept in its own box when it is earlier, or overwritten: no allocation.
+        // Only a request without one gets the insert, and its box; a request without any
+        // extension is not looked up (`http::Extensions` has no map to look in).
+        match request.extensions_mut().get_mut::<Deadline>() {
+            Some(outer) => {
+                deadline = outer.min(deadline);
+                *outer = deadline;
+            }
+            None => {
+                request.extensions_mut().insert(deadline);
             }
         }
         let line = tracing::enabled!(target: "tower_serverless::deadline", tracing::Level::WARN)
