@@ -4,8 +4,10 @@
 //! at once, and one that awaits once (`tokio::task::yield_now`), as real handlers await I/O:
 //! then every timer in the stack is registered in tokio's timer wheel. The awaiting handler
 //! is measured twice: with a bare `Request::new` (no extension map: `DeadlineLayer`'s insert
-//! makes it), and with a request whose host made the map already (`hosted`), as
-//! `lambda_http` and axum's router hand requests to the layers.
+//! makes it), with a request whose host made the map already (`hosted`), as
+//! `lambda_http` and axum's router hand requests to the layers, and in the ratio table
+//! also with a request that carries a `Deadline` (`lambda`), as `LambdaLayer` hands
+//! requests over on Lambda.
 //!
 //! `cargo bench -p tower-serverless-benches --bench overhead`
 
@@ -73,6 +75,18 @@ fn hosted_request() -> Req {
     request
 }
 
+/// A request as `LambdaLayer` hands it over on Lambda: with the function's deadline (an hour
+/// away here, so that no run reaches it; `DeadlineLayer` keeps its own, earlier one), made
+/// once so that no variant's figure includes reading the clock for it.
+fn lambda_request() -> Req {
+    static FUNCTION: std::sync::OnceLock<Deadline> = std::sync::OnceLock::new();
+    let function = *FUNCTION
+        .get_or_init(|| Deadline::after(Duration::from_secs(3600), DeadlineSource::Function));
+    let mut request = request();
+    request.extensions_mut().insert(function);
+    request
+}
+
 /// A service for any request body (the offload layer passes its own) that answers at once,
 /// or, with `AWAITS`, after awaiting once, as a handler that does I/O does. A const
 /// parameter, so that the ready handler carries no branch.
@@ -113,7 +127,7 @@ const STACK: &str = "all three (one ServiceBuilder)";
 /// Runs `$body` with `$svc` bound to each variant over the handler that awaits once or not
 /// (`$awaits`), in a fixed order.
 macro_rules! each_variant {
-    ($awaits:literal, $svc:ident, $name:ident => $body:expr) => {{
+    ($awaits:tt, $svc:ident, $name:ident => $body:expr) => {{
         let offload = OffloadLayer::new(MemoryStore::new());
         {
             let ($name, $svc) = (BARE, handler::<_, $awaits>());
@@ -364,6 +378,7 @@ fn ratio_table() {
     for (group, request) in [
         ("awaiting", request as MakeRequest),
         ("hosted", hosted_request),
+        ("lambda", lambda_request),
     ] {
         let mut variants: Vec<(&str, Timed)> = Vec::new();
         each_variant!(true, service, name => {
@@ -443,7 +458,7 @@ criterion_group! {
     targets = overhead
 }
 
-/// `OVERHEAD_ONLY=<ready|awaiting|hosted>/<service>` with `OVERHEAD_ITERS=N`: runs that one variant
+/// `OVERHEAD_ONLY=<ready|awaiting|hosted|lambda>/<service>` with `OVERHEAD_ITERS=N`: runs that one variant
 /// N times after a warm-up and nothing else, for an instruction count that does not depend
 /// on the machine's load: `valgrind --tool=callgrind` with N and with 0, the difference
 /// divided by N.
@@ -455,6 +470,22 @@ fn only(which: &str) {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
+    match which.split('/').next() {
+        Some("ready") => only_with::<false>(which, iters, request),
+        Some("hosted") => only_with::<true>(which, iters, hosted_request),
+        Some("lambda") => only_with::<true>(which, iters, lambda_request),
+        _ => only_with::<true>(which, iters, request),
+    }
+}
+
+/// [`only`] over the handler that awaits or not, with requests made by `make`: a function
+/// of its own type, so that each request is made as directly as in the other benches (called
+/// through a pointer, it added about 100 instructions to every variant).
+fn only_with<const AWAITS: bool>(
+    which: &str,
+    iters: usize,
+    make: impl Fn() -> Req + Copy + 'static,
+) {
     let runtime = runtime();
     let run =
         |name: &str,
@@ -470,19 +501,9 @@ fn only(which: &str) {
                 });
             }
         };
-    if which.starts_with("ready/") {
-        each_variant!(false, service, name => {
-            run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(request()).await.unwrap(); }) });
-        });
-    } else if which.starts_with("hosted/") {
-        each_variant!(true, service, name => {
-            run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(hosted_request()).await.unwrap(); }) });
-        });
-    } else {
-        each_variant!(true, service, name => {
-            run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(request()).await.unwrap(); }) });
-        });
-    }
+    each_variant!(AWAITS, service, name => {
+        run(name, &|| { let s = service.clone(); Box::pin(async move { s.oneshot(make()).await.unwrap(); }) });
+    });
 }
 
 fn main() {
