@@ -377,10 +377,13 @@ where
                 .insert(BackgroundDeadline(deadline));
         }
         if let Some(context) = request.lambda_context_ref() {
-            let alb = matches!(request.request_context_ref(), Some(RequestContext::Alb(_)));
+            let buffered = !self.layer.streaming;
             let invocation = Invocation {
                 request_id: Arc::from(context.request_id.as_str()),
-                max_response: (!self.layer.streaming).then(|| payload::max_response(alb)),
+                max_response: buffered.then(|| {
+                    let alb = matches!(request.request_context_ref(), Some(RequestContext::Alb(_)));
+                    payload::max_response(alb)
+                }),
             };
             request.extensions_mut().insert(invocation);
         }

@@ -250,7 +250,7 @@ impl Runner {
 async fn converted<R: IntoResponse, E>(
     result: Result<R, E>,
 ) -> Result<lambda_http::Response<lambda_http::Body>, RunError<E>> {
-    let mut converting = result.map_err(RunError::Service)?.into_response();
+    let mut converting = result?.into_response();
     catch_panic(converting.as_mut()).await.map_err(|payload| {
         let text = unwind::text(&*payload).unwrap_or_default().to_owned();
         tracing::error!(
@@ -270,6 +270,8 @@ enum RunError<E> {
     Body(String),
 }
 
+/// The service's error as [`RunError`]: what `ServiceExt::then` asks of the error it
+/// returns, and what `?` uses in [`converted`].
 impl<E> From<E> for RunError<E> {
     fn from(error: E) -> Self {
         Self::Service(error)

@@ -43,8 +43,10 @@ struct Running {
 /// A request extension naming the Lambda invocation a request belongs to (set by the
 /// Lambda runner), so that an invocation is held for the work it detached, not for others',
 /// and bounding what a result may be when its response is buffered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Invocation {
+    // Read only by the Lambda runner's wait for the invocation's work.
+    #[cfg_attr(not(feature = "lambda"), allow(dead_code))]
     pub(crate) request_id: Arc<str>,
     /// The largest JSON document a buffered response may be (`lambda::payload`); `None`
     /// when responses stream.

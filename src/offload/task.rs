@@ -343,6 +343,7 @@ impl Plan {
             task.id,
             task.reservation,
             outcome,
+            // A failure carries no result to bound.
             None,
         );
     }
