@@ -90,7 +90,7 @@ impl Config {
     pub(crate) fn status_url(&self, base: Option<&str>, id: &Hex) -> String {
         // Pushed rather than `format!`ed: `fmt` costs a tenth of a `202`.
         let base = base.unwrap_or_default();
-        let mut url = String::with_capacity(base.len() + self.prefix.len() + 1 + 32);
+        let mut url = String::with_capacity(base.len() + self.prefix.len() + 1 + Hex::LEN);
         for part in [base, &self.prefix, "/", id.as_str()] {
             url.push_str(part);
         }

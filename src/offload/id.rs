@@ -85,7 +85,7 @@ impl TaskId {
     /// than the rest of the answer.
     pub(crate) fn hex(&self) -> Hex {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = [0; 32];
+        let mut hex = [0; Hex::LEN];
         for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
             pair[0] = DIGITS[usize::from(byte >> 4)];
             pair[1] = DIGITS[usize::from(byte & 0xf)];
@@ -95,9 +95,11 @@ impl TaskId {
 }
 
 /// A [`TaskId`] written out: 32 lowercase hexadecimal digits.
-pub(crate) struct Hex([u8; 32]);
+pub(crate) struct Hex([u8; Hex::LEN]);
 
 impl Hex {
+    pub(crate) const LEN: usize = 32;
+
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("hexadecimal digits are ASCII")
     }
@@ -152,7 +154,7 @@ impl FromStr for TaskId {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let text = text.as_bytes();
-        if text.len() != 32 {
+        if text.len() != Hex::LEN {
             return Err(InvalidTaskId);
         }
         let nibble = |c: u8| match c {
