@@ -258,9 +258,72 @@ fn allocation_table() {
             request.extensions_mut().insert(function);
         },
     );
+    axum_rows(&runtime);
     #[cfg(feature = "lambda")]
     lambda::allocation_rows(&runtime);
     println!();
+}
+
+/// Allocations per request through an axum `Router` as `axum::serve` runs it (`with_state`
+/// has made its handlers into routes), each layer added with `Router::layer`, minus the
+/// bare router's. axum's router has put three extensions in the request (its map is then
+/// full: `DeadlineLayer`'s insert grows it), and boxes a body of another type than its own
+/// (`OffloadLayer`'s request body, the layers' response bodies).
+fn axum_rows(runtime: &tokio::runtime::Runtime) {
+    use axum::routing::post;
+    use axum::Router;
+
+    fn routes() -> Router {
+        Router::new().route(
+            "/hello",
+            post(|| async {
+                tokio::task::yield_now().await;
+                "hello"
+            }),
+        )
+    }
+    fn hello() -> Req {
+        let mut request = request();
+        *request.uri_mut() = http::Uri::from_static("/hello");
+        request
+    }
+    let count = |router: Router| {
+        let router = router.with_state(());
+        let response = runtime.block_on(router.clone().oneshot(hello())).unwrap();
+        assert_eq!(
+            response.status(),
+            http::StatusCode::OK,
+            "the route is found"
+        );
+        allocations_of(runtime, router, hello)
+    };
+    let bare = count(routes());
+    let offload = OffloadLayer::new(MemoryStore::new());
+    let identity =
+        tower::util::MapResponseLayer::new(|response: axum::response::Response| response);
+    let stack = tower::ServiceBuilder::new()
+        .layer(EscalateLayer::new().infallible())
+        .layer(DeadlineLayer::new(BUDGET))
+        .layer(offload.clone());
+    let rows = [
+        ("no-op layer", count(routes().layer(identity))),
+        (
+            "EscalateLayer (infallible)",
+            count(routes().layer(EscalateLayer::new().infallible())),
+        ),
+        (DEADLINE, count(routes().layer(DeadlineLayer::new(BUDGET)))),
+        ("OffloadLayer (fast path)", count(routes().layer(offload))),
+        (
+            "all three (one ServiceBuilder, infallible)",
+            count(routes().layer(stack)),
+        ),
+    ];
+    for (name, allocations) in rows {
+        println!(
+            "| {name}, through an axum `Router` (minus the bare router's {bare:.2}) | {:.2} |",
+            allocations - bare
+        );
+    }
 }
 
 /// Prints `DeadlineLayer`'s allocations per request behind a host that puts `host`'s
@@ -469,13 +532,18 @@ criterion_group! {
     targets = overhead
 }
 
+/// `OVERHEAD_ONLY=ratios` prints the ratio table alone, `OVERHEAD_ONLY=allocations` the
+/// allocation table alone.
+///
 /// `OVERHEAD_ONLY=<ready|awaiting|hosted|lambda>/<service>` with `OVERHEAD_ITERS=N`: runs that one variant
 /// N times after a warm-up and nothing else, for an instruction count that does not depend
 /// on the machine's load: `valgrind --tool=callgrind` with N and with 0, the difference
 /// divided by N.
 fn only(which: &str) {
-    if which == "ratios" {
-        return ratio_table();
+    match which {
+        "ratios" => return ratio_table(),
+        "allocations" => return allocation_table(),
+        _ => {}
     }
     let iters: usize = std::env::var("OVERHEAD_ITERS")
         .ok()
