@@ -33,3 +33,16 @@ pub fn count_from_env(name: &str, default: usize) -> usize {
         _ => default,
     }
 }
+
+/// The axum app the benches serve: `POST /hello`, whose handler awaits once, as one that
+/// does I/O does (every timer in a stack is then registered). POST, so that
+/// `OffloadLayer` races every request (its fast path) instead of passing it by.
+pub fn hello_routes() -> axum::Router {
+    axum::Router::new().route(
+        "/hello",
+        axum::routing::post(|| async {
+            tokio::task::yield_now().await;
+            "hello"
+        }),
+    )
+}

@@ -21,7 +21,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -29,28 +28,15 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
-use tower_serverless_benches::{count_from_env, median};
+use tower_serverless_benches::{count_from_env, hello_routes, median};
 
 const CONNECTIONS: usize = 64;
 const ROUNDS: usize = 5;
 
-fn routes() -> Router {
-    // POST, so that OffloadLayer races every request (its fast path) instead of passing it by.
-    // The handler awaits once, as one that does I/O does: every timer in the stack is then
-    // registered.
-    Router::new().route(
-        "/hello",
-        post(|| async {
-            tokio::task::yield_now().await;
-            "hello"
-        }),
-    )
-}
-
 /// The three layers applied with three `Router::layer` calls, as the demo does.
 fn full_stack_layered() -> Router {
     let offload = OffloadLayer::new(MemoryStore::new());
-    routes()
+    hello_routes()
         .layer(offload.clone())
         .merge(offload.status_router())
         .layer(DeadlineLayer::api_gateway_rest())
@@ -65,7 +51,7 @@ fn full_stack() -> Router {
         .layer(EscalateLayer::new().infallible())
         .layer(DeadlineLayer::api_gateway_rest())
         .layer(offload.clone());
-    routes().layer(stack).merge(offload.status_router())
+    hello_routes().layer(stack).merge(offload.status_router())
 }
 
 /// The three layers around the whole router (status endpoint included), given to
@@ -74,7 +60,7 @@ fn full_stack() -> Router {
 /// `axum::serve` wants.
 async fn serve_wrapped() -> SocketAddr {
     let offload = OffloadLayer::new(MemoryStore::new());
-    let router = routes().merge(offload.status_router());
+    let router = hello_routes().merge(offload.status_router());
     serve(
         tower::ServiceBuilder::new()
             .map_response(|response: http::Response<_>| response.map(axum::body::Body::new))
@@ -161,7 +147,7 @@ fn main() {
     let runtime = runtime.enable_all().build().unwrap();
     runtime.block_on(async {
         let servers = [
-            ("axum, bare", serve(routes()).await),
+            ("axum, bare", serve(hello_routes()).await),
             (
                 "axum + Escalate, Deadline, Offload as one ServiceBuilder layer",
                 serve(full_stack()).await,
@@ -176,23 +162,23 @@ fn main() {
             ),
             (
                 "axum + EscalateLayer",
-                serve(routes().layer(EscalateLayer::new().infallible())).await,
+                serve(hello_routes().layer(EscalateLayer::new().infallible())).await,
             ),
             (
                 "axum + DeadlineLayer",
-                serve(routes().layer(DeadlineLayer::api_gateway_rest())).await,
+                serve(hello_routes().layer(DeadlineLayer::api_gateway_rest())).await,
             ),
             (
                 "axum + OffloadLayer",
-                serve(routes().layer(OffloadLayer::new(MemoryStore::new()))).await,
+                serve(hello_routes().layer(OffloadLayer::new(MemoryStore::new()))).await,
             ),
             (
                 "axum + tower-http TimeoutLayer (peer)",
-                serve(routes().layer(peer_timeout())).await,
+                serve(hello_routes().layer(peer_timeout())).await,
             ),
             (
                 "axum + no-op layer (tower's identity MapResponse)",
-                serve(routes().layer(no_op())).await,
+                serve(hello_routes().layer(no_op())).await,
             ),
         ];
         if serve_only {

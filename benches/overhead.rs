@@ -25,7 +25,7 @@ use http_body_util::Full;
 use tower::{service_fn, Layer, Service, ServiceExt};
 use tower_serverless::deadline::{Deadline, DeadlineSource};
 use tower_serverless::{DeadlineLayer, EscalateLayer, MemoryStore, OffloadLayer};
-use tower_serverless_benches::{count_from_env, median};
+use tower_serverless_benches::{count_from_env, hello_routes, median};
 
 /// Counts every allocation of the process.
 struct Counting;
@@ -270,18 +270,8 @@ fn allocation_table() {
 /// full: `DeadlineLayer`'s insert grows it), and boxes a body of another type than its own
 /// (`OffloadLayer`'s request body, the layers' response bodies).
 fn axum_rows(runtime: &tokio::runtime::Runtime) {
-    use axum::routing::post;
     use axum::Router;
 
-    fn routes() -> Router {
-        Router::new().route(
-            "/hello",
-            post(|| async {
-                tokio::task::yield_now().await;
-                "hello"
-            }),
-        )
-    }
     fn hello() -> Req {
         let mut request = request();
         *request.uri_mut() = http::Uri::from_static("/hello");
@@ -297,7 +287,7 @@ fn axum_rows(runtime: &tokio::runtime::Runtime) {
         );
         allocations_of(runtime, router, hello)
     };
-    let bare = count(routes());
+    let bare = count(hello_routes());
     let offload = OffloadLayer::new(MemoryStore::new());
     let identity =
         tower::util::MapResponseLayer::new(|response: axum::response::Response| response);
@@ -306,16 +296,22 @@ fn axum_rows(runtime: &tokio::runtime::Runtime) {
         .layer(DeadlineLayer::new(BUDGET))
         .layer(offload.clone());
     let rows = [
-        ("no-op layer", count(routes().layer(identity))),
+        ("no-op layer", count(hello_routes().layer(identity))),
         (
             "EscalateLayer (infallible)",
-            count(routes().layer(EscalateLayer::new().infallible())),
+            count(hello_routes().layer(EscalateLayer::new().infallible())),
         ),
-        (DEADLINE, count(routes().layer(DeadlineLayer::new(BUDGET)))),
-        ("OffloadLayer (fast path)", count(routes().layer(offload))),
+        (
+            DEADLINE,
+            count(hello_routes().layer(DeadlineLayer::new(BUDGET))),
+        ),
+        (
+            "OffloadLayer (fast path)",
+            count(hello_routes().layer(offload)),
+        ),
         (
             "all three (one ServiceBuilder, infallible)",
-            count(routes().layer(stack)),
+            count(hello_routes().layer(stack)),
         ),
     ];
     for (name, allocations) in rows {
