@@ -181,7 +181,9 @@ impl TaskStore for MemoryStore {
     }
 
     fn create(&self, task: NewTask) -> BoxFuture<'_, Result<Created, StoreError>> {
-        let now = Instant::now();
+        // Both clocks are read before the lock, once each: a burst of offloads contends
+        // for it.
+        let (now, wall) = (Instant::now(), SystemTime::now());
         let mut state = self.lock();
         state.purge_expired(now);
         let key = task.idempotency_key.map(|key| (task.owner.clone(), key));
@@ -202,13 +204,13 @@ impl TaskStore for MemoryStore {
         let record = TaskRecord {
             id: task.id,
             state: TaskState::Pending,
-            created_at: SystemTime::now(),
+            created_at: wall,
             finished_at: None,
             error: None,
             error_type: None,
             owner: task.owner,
             fingerprint: task.fingerprint,
-            foreground_until: SystemTime::now().checked_add(task.foreground),
+            foreground_until: wall.checked_add(task.foreground),
             result: None,
         };
         let entry = Entry {
