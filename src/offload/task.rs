@@ -26,17 +26,18 @@ pub(crate) type Answer<B, E> = Result<Response<ResponseBody<B>>, E>;
 
 const PREFERENCE_APPLIED: http::HeaderName = http::HeaderName::from_static("preference-applied");
 
-/// The bytes of a pending `202`'s body besides its strings' own.
+/// The bytes of a `202`'s body around its strings, when it has no errors.
 const ACCEPTED_FRAME: usize = r#"{"id":"","status":"","status_url":""}"#.len();
 
 /// The body of a `202 Accepted`: `{"error", "error_type", "id", "status", "status_url"}`,
 /// the errors only when the record has them. The id's hex digits and the state's name need
-/// no escaping and are written as they are; `serde_json` writes the other strings. A
-/// derived `Serialize` cost 1,400 instructions per offload, a sixth of it.
+/// no escaping and are written as they are, the other strings too when they need none;
+/// `serde_json` writes those that do. A derived `Serialize` cost 1,400 instructions per
+/// offload, a sixth of it.
 fn accepted_body(record: Option<&TaskRecord>, id: &Hex, status_url: &str) -> Vec<u8> {
     let string = |body: &mut Vec<u8>, value: &str| {
-        // JSON escapes only quotes, backslashes and control characters. A status URL has
-        // none: checking all its bytes at once costs half of `serde_json`'s loop.
+        // JSON escapes only quotes, backslashes and control characters, which a status URL
+        // seldom has: checking all its bytes at once costs half of `serde_json`'s loop.
         let plain = !value.bytes().fold(false, |escape, byte| {
             escape | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
         });
@@ -61,6 +62,7 @@ fn accepted_body(record: Option<&TaskRecord>, id: &Hex, status_url: &str) -> Vec
     // allocation of its own: about 650 instructions per offload.
     let errors_len: usize = named
         .iter()
+        // The name, the value between its quotes, and the comma after it.
         .filter_map(|(name, value)| value.map(|value| name.len() + value.len() + 3))
         .sum();
     let mut body = Vec::with_capacity(
