@@ -177,14 +177,15 @@ fn decoded(path: &str) -> Cow<'_, str> {
 }
 
 /// The end of `path` that is `end`, an end of `decoded` (`path` decoded): as many segments,
-/// in `path`'s own spelling. `None` when decoding made a slash (`%2F`): the segments differ.
+/// in `path`'s own spelling. `None` when decoding made a slash (`%2F`): the segments differ;
+/// or when `end` has more segments than `path`.
 fn spelled_as<'a>(path: &'a str, decoded: &str, end: &str) -> Option<&'a str> {
     let slashes = |text: &str| text.bytes().filter(|b| *b == b'/').count();
     let all = slashes(path);
     if all != slashes(decoded) {
         return None;
     }
-    let front = all - slashes(end);
+    let front = all.checked_sub(slashes(end))?;
     let at = path
         .match_indices('/')
         .nth(front)
@@ -825,5 +826,12 @@ mod tests {
             routed(http_api("/prod/a b", "prod", "$default", "")),
             ("/a%20b".to_owned(), Some("/prod".to_owned()))
         );
+    }
+
+    #[test]
+    fn an_end_longer_than_the_path_is_no_end_of_it() {
+        // Its callers pass an end of the decoded path only; the function holds without that.
+        assert_eq!(spelled_as("/a", "/a", "/x/y"), None);
+        assert_eq!(spelled_as("/a%20b/c", "/a b/c", "/c"), Some("/c"));
     }
 }
