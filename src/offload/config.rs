@@ -8,7 +8,6 @@ use http::request::Parts;
 use http::{header, HeaderValue, Method, Response};
 
 use super::detached::DetachedTasks;
-use super::id::Hex;
 use super::store::TaskStore;
 use crate::escalate::Policy;
 
@@ -87,11 +86,11 @@ impl Config {
 
     /// The status URL of the task written `id` for a request whose status URLs start with
     /// `base`.
-    pub(crate) fn status_url(&self, base: Option<&str>, id: &Hex) -> String {
+    pub(crate) fn status_url(&self, base: Option<&str>, id: &str) -> String {
         // Pushed rather than `format!`ed: `fmt` costs a tenth of a `202`.
         let base = base.unwrap_or_default();
-        let mut url = String::with_capacity(base.len() + self.prefix.len() + 1 + Hex::LEN);
-        for part in [base, &self.prefix, "/", id.as_str()] {
+        let mut url = String::with_capacity(base.len() + self.prefix.len() + 1 + id.len());
+        for part in [base, &self.prefix, "/", id] {
             url.push_str(part);
         }
         url

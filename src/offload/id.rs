@@ -98,7 +98,7 @@ impl TaskId {
 pub(crate) struct Hex([u8; Hex::LEN]);
 
 impl Hex {
-    pub(crate) const LEN: usize = 32;
+    const LEN: usize = 32;
 
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("hexadecimal digits are ASCII")

@@ -141,7 +141,10 @@ async fn status(
         TaskState::Pending => config.come_back_later(json(StatusCode::OK, &body)),
         TaskState::Succeeded => {
             let mut response = json(StatusCode::SEE_OTHER, &body);
-            let location = format!("{}/result", config.status_url(base.as_deref(), &id.hex()));
+            let location = format!(
+                "{}/result",
+                config.status_url(base.as_deref(), id.hex().as_str())
+            );
             if let Ok(location) = HeaderValue::try_from(location) {
                 response.headers_mut().insert(header::LOCATION, location);
             }
