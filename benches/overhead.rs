@@ -409,6 +409,7 @@ mod lambda {
 /// request, so that what is timed is what criterion times.
 type Timed = Box<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Duration>>>>;
 
+/// `service` made ready to time, with each request made by `make`.
 ///
 /// `make` is a function of its own type, not a pointer: called through a pointer (as the
 /// table did until the fourteenth session), making the request took about 116 instructions
@@ -553,9 +554,8 @@ fn only(which: &str) {
     }
 }
 
-/// [`only`] over the handler that awaits or not, with requests made by `make`: a function
-/// of its own type, so that each request is made as directly as in the other benches (called
-/// through a pointer, it added about 100 instructions to every variant).
+/// [`only`] over the handler that awaits or not, with requests made by `make`, a function
+/// of its own type for the reason [`timed`] gives.
 fn only_with<const AWAITS: bool>(
     which: &str,
     iters: usize,
