@@ -240,6 +240,15 @@ async fn a_wait_past_the_limit_ends_the_following_at_once() {
             "{waited:?}"
         );
         assert_eq!(status_calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // What a caller logs says why, and not that a result was waited for in the
+        // microseconds it took to read the `202`.
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("gave up after {waited:?}: "))
+                && message.contains("not come within the time allowed")
+                && message.ends_with(&format!("the task is at {location}")),
+            "{message}"
+        );
     }
 }
 

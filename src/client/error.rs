@@ -57,11 +57,12 @@ pub enum FollowError {
     /// The deadline (the caller's, or the layer's longest wait) came before the result, or
     /// the next poll would have come after it (the server asked for a longer wait): then
     /// the call ends at once.
-    #[error("no result within {waited:?}; the task is at {location}")]
+    #[error("gave up after {waited:?}: the result did not come within the time allowed; the task is at {location}")]
     TimedOut {
         /// The status URL of the task, to come back to.
         location: Uri,
-        /// How long it was followed.
+        /// How long it was followed: next to nothing when the first wait the server asked
+        /// for already reached past the limit.
         waited: Duration,
     },
 }
