@@ -302,12 +302,7 @@ fn warn_fraction_must_be_a_fraction() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn slow_responses_are_logged_past_the_fraction_only() {
     let captured = common::Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = captured.install_on_thread();
 
     let layer = DeadlineLayer::new(Duration::from_secs(10));
     let request = || {

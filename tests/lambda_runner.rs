@@ -54,6 +54,14 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
                         .to_string()
                 }),
             )
+            .route(
+                "/noted",
+                axum::routing::post(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tracing::info!("noted after its 202");
+                    "noted"
+                }),
+            )
             .merge(common::report())
             .merge(common::broken());
         let app = routes
@@ -112,6 +120,24 @@ async fn detached_work_holds_the_invocation_until_it_is_done() {
         &done.result.unwrap().body[..],
         br#"{"job":"done","slept_ms":800}"#
     );
+
+    // What the work logs after its 202 is in the invocation's span, with its request id.
+    let noted = response(
+        api.invoke(
+            "noted-1",
+            BUDGET,
+            http_api_event("POST", "/noted", now_ms()),
+        )
+        .await,
+    );
+    assert_eq!(noted["statusCode"], 202);
+    api.extension_next().await;
+    let logged = log.text();
+    let line = logged
+        .lines()
+        .find(|line| line.contains("noted after its 202"))
+        .unwrap_or_else(|| panic!("{logged}"));
+    assert!(line.contains(r#"requestId="noted-1""#), "{line}");
 
     // Escalation and panic release it too.
     let failed = api

@@ -880,3 +880,50 @@ async fn a_deadline_around_an_offload_that_falls_back_to_the_foreground_still_an
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(started.elapsed(), Duration::from_secs(2), "at the deadline");
 }
+
+/// Work that goes on after its `202` logs in the span of the request that started it, as it
+/// did before the `202`: a host's span per request (tower-http's `TraceLayer`,
+/// `lambda_runtime`'s with the invocation's `requestId`) stays on the work's logs, keyed or
+/// not.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn detached_work_logs_in_the_span_of_its_request() {
+    use tracing::Instrument;
+
+    let captured = common::Captured::default();
+    let _guard = captured.install_on_thread();
+
+    let offload = layer();
+    let service = offload.layer(service_fn(
+        |request: Request<RequestBody<Full<Bytes>>>| async move {
+            let job = request.uri().path().to_owned();
+            tracing::info!(job, "started");
+            tokio::time::sleep(AFTER * 3).await;
+            tracing::info!(job, "finished after its 202");
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done"))))
+        },
+    ));
+    for (id, key) in [(7, None), (8, Some("order-8"))] {
+        let mut request = Request::post(format!("/jobs/{id}"));
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = service
+            .clone()
+            .oneshot(request.body(Full::default()).unwrap())
+            .instrument(tracing::info_span!("request", id))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+    }
+    offload.detached().wait_idle().await;
+
+    let log = captured.text();
+    for id in [7, 8] {
+        let job = format!("job=\"/jobs/{id}\"");
+        let lines: Vec<_> = log.lines().filter(|line| line.contains(&job)).collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        for line in lines {
+            assert!(line.contains(&format!("request{{id={id}}}")), "{log}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use super::{IdMap, TaskId};
 
@@ -247,7 +248,9 @@ impl Reservation {
         // would otherwise copy several times on the way into the task. A future of its own,
         // not an `async` block: a block that moves the work in and awaits it keeps room for
         // it twice (what it captured, and what it awaits): 1,512 bytes instead of 752.
-        let handle = tokio::spawn(Box::pin(Holding { work, _place: self }));
+        // In the span it is detached in, the request's (a host's per request, as
+        // `TraceLayer`'s and `lambda_runtime`'s are): its logs keep their context.
+        let handle = tokio::spawn(Box::pin(Holding { work, _place: self }).in_current_span());
         let mut running = tasks.running();
         if let Some(task) = running.get_mut(&id) {
             task.handle = Some(handle.abort_handle());

@@ -12,6 +12,10 @@
 //!   detached task, and the answer is `202 Accepted` with `Location: <prefix>/<id>`,
 //!   `Retry-After` and `{"id", "status": "pending", "status_url"}`. When the task cannot be
 //!   stored (store full or down) there is no `202`: the request goes on in the foreground.
+//!   The detached task runs in the `tracing` span that was current when it was detached:
+//!   the request's, when a layer outside (tower-http's `TraceLayer`, `lambda_runtime`'s)
+//!   polls the request in a span of its own, so what the work logs after the `202` keeps
+//!   the request's context.
 //!
 //! The detached work's response (status, headers, body up to
 //! [`max_result_bytes`](OffloadLayer::max_result_bytes)) is stored as succeeded; a panic, an

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::Response;
 use tokio::task::AbortHandle;
 use tower::BoxError;
+use tracing::Instrument;
 
 use super::config::Config;
 use super::detached::Reservation;
@@ -196,15 +197,18 @@ async fn renew(store: &dyn TaskStore, id: TaskId, lease: Duration) -> bool {
 /// take longer than the lease. `None` outside a runtime.
 pub(crate) fn renew_lease(config: Arc<Config>, id: TaskId) -> Option<AbortHandle> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
-    let renewal = runtime.spawn(async move {
-        let lease = config.lease;
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            if !renew(&*config.store, id, lease).await {
-                return;
+    let renewal = runtime.spawn(
+        async move {
+            let lease = config.lease;
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if !renew(&*config.store, id, lease).await {
+                    return;
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
     Some(renewal.abort_handle())
 }
 
@@ -252,11 +256,12 @@ pub(crate) fn store_later(
     });
 }
 
-/// Runs `future` on the current tokio runtime, if there is one.
+/// Runs `future` on the current tokio runtime, if there is one, in the current span (the
+/// request's, so that the work's logs keep their context).
 pub(crate) fn spawn(future: impl Future<Output = ()> + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(future);
+            runtime.spawn(future.in_current_span());
         }
         Err(_) => {
             tracing::warn!(target: "tower_serverless::offload", "no runtime to finish a task's work on")

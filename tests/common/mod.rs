@@ -302,12 +302,22 @@ impl Captured {
     /// Makes this the process's `tracing` subscriber, for tests whose events come from
     /// other threads.
     pub fn install_global(&self) {
+        tracing::subscriber::set_global_default(self.subscriber()).unwrap();
+    }
+
+    /// Makes this the `tracing` subscriber of this thread until the guard drops: for a
+    /// current-thread runtime's test, whose tasks all run here.
+    #[allow(dead_code)] // not every test binary captures a thread's logs
+    pub fn install_on_thread(&self) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(self.subscriber())
+    }
+
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
         let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
+        tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
+            .finish()
     }
 }
 
