@@ -15,7 +15,8 @@
 //!   The detached task runs in the `tracing` span that was current when it was detached:
 //!   the request's, when a layer outside (tower-http's `TraceLayer`, `lambda_runtime`'s)
 //!   polls the request in a span of its own, so what the work logs after the `202` keeps
-//!   the request's context.
+//!   the request's context. The span then closes when the work ends: a trace's span for
+//!   the request lasts as long as its work.
 //!
 //! The detached work's response (status, headers, body up to
 //! [`max_result_bytes`](OffloadLayer::max_result_bytes)) is stored as succeeded; a panic, an
