@@ -158,6 +158,48 @@ async fn the_callers_deadline_ends_the_following() {
 }
 
 #[tokio::test]
+async fn the_cancelling_request_runs_in_the_span_the_follower_was_dropped_in() {
+    use tracing::Instrument;
+
+    let captured = common::Captured::default();
+    let _logs = captured.install_on_thread();
+    let Demo { addr, offload, .. } = demo().await;
+    // An inner client that logs each request, as a `TraceLayer` on a client would, and
+    // says when the follower asks for the task's status.
+    let (polling, mut polled) = tokio::sync::mpsc::unbounded_channel();
+    let logged = tower::service_fn(move |request: Request<Full<Bytes>>| {
+        tracing::info!(method = %request.method(), "client request");
+        if request.method() == http::Method::GET {
+            let _ = polling.send(());
+        }
+        hyper_client().request(request)
+    });
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new().cancel_on_drop(true))
+        .service(logged);
+    let following = client.oneshot(post(format!("http://{addr}/jobs/10000")));
+    // Given up once it follows the offloaded job, inside the caller's span.
+    async {
+        tokio::select! {
+            _ = following => panic!("a ten-second job finished"),
+            _ = polled.recv() => {}
+        }
+    }
+    .instrument(tracing::info_span!("caller", order = 7))
+    .await;
+
+    tokio::time::timeout(Duration::from_secs(5), offload.detached().wait_idle())
+        .await
+        .expect("the work was cancelled");
+    let logs = captured.text();
+    let delete = logs
+        .lines()
+        .find(|line| line.contains("method=DELETE"))
+        .unwrap_or_else(|| panic!("no DELETE was logged:\n{logs}"));
+    assert!(delete.contains("caller{order=7}"), "{delete}");
+}
+
+#[tokio::test]
 async fn the_remaining_time_reaches_the_next_server() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = calls.clone();

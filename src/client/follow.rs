@@ -13,6 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceExt};
+use tracing::Instrument;
 
 use super::FollowError;
 use crate::capture::{capture, CaptureError};
@@ -155,7 +156,8 @@ impl FollowLayer {
     }
 
     /// Whether a task being followed is cancelled (`DELETE` of its status URL) when the
-    /// call is dropped or times out (default: no).
+    /// call is dropped or times out (default: no). The `DELETE` goes through the inner
+    /// service on a task of its own, in the `tracing` span the call was dropped in.
     pub fn cancel_on_drop(mut self, cancel: bool) -> Self {
         self.config.cancel_on_drop = cancel;
         self
@@ -500,9 +502,14 @@ where
         };
         let inner = self.inner.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = inner.oneshot(request).await;
-            });
+            // In the span the follower is dropped in: the caller's, whose logs the
+            // cancelling request belongs to.
+            runtime.spawn(
+                async move {
+                    let _ = inner.oneshot(request).await;
+                }
+                .in_current_span(),
+            );
         }
     }
 }
