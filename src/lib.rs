@@ -63,6 +63,7 @@
 //! | `axum` | yes | `IntoResponse` for [`Escalation`], [`OffloadLayer::status_router`] |
 //! | `lambda` | no | [`lambda::run`]: `lambda_http` plus an internal extension that keeps detached work alive, for buffered or streamed responses; gateway and function deadlines; `From<EscalateError> for lambda_runtime::Diagnostic` |
 //! | `redis` | no | [`RedisStore`](offload::RedisStore), a task store shared by processes and Lambda instances |
+//! | `dynamodb` | no | [`DynamoDbStore`](offload::DynamoDbStore), a task store in a DynamoDB table, shared the same way with no server to run |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// `get_ref`, `get_mut` and `into_inner` for a middleware whose inner service is `inner`.
