@@ -48,6 +48,11 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// | `408`, `429`, `502`, `503`, `504` | poll again: the poll did not reach the task |
 /// | anything else | [`FollowError::Unexpected`] |
 ///
+/// The result's `GET` is answered as it comes: a `429`, `502`, `503` or `504` there (a
+/// throttled or failed invocation behind a gateway) is handed back as the result, since it
+/// cannot be told from a stored response with that status. To try such a `GET` again, give
+/// the layer an inner service that retries (tower's `Retry`); its polls get the retries too.
+///
 /// This covers this crate's [`OffloadLayer`](crate::OffloadLayer) and the same pattern
 /// elsewhere (Azure's asynchronous request-reply). It stops at the caller's
 /// [`Deadline`](crate::Deadline) when there is one, else after
