@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 use tower_serverless::client::{
-    DeadlinePassed, FollowBody, FollowError, FollowLayer, PropagateDeadlineLayer,
+    DeadlinePassed, FollowBody, FollowError, FollowLayer, Followed, PropagateDeadlineLayer,
 };
 use tower_serverless::deadline::{self, DeadlineSource, TrustedHeader};
 use tower_serverless::{Deadline, DeadlineLayer};
@@ -319,6 +319,59 @@ async fn a_gateway_error_on_a_poll_is_polled_past() {
     }
 }
 
+/// A gateway's `502` on the result's `GET` (the environment that served it failed) is
+/// handed back, since a stored response may have that status too; but the caller is not
+/// left without the task: the response says where its result is, and a `GET` there reads it.
+#[tokio::test]
+async fn a_failed_result_get_says_where_the_result_is() {
+    let settings = app::Settings {
+        offload_after: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let offload = settings.offload_layer().await.unwrap();
+    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gateway = axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let is_result = request.uri().path().ends_with("/result");
+            let failed_once = failed_once.clone();
+            async move {
+                if is_result && !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    return StatusCode::BAD_GATEWAY.into_response();
+                }
+                next.run(request).await
+            }
+        },
+    );
+    let addr = common::serve(app::serve_app(&settings, &offload).layer(gateway)).await;
+    let client = ServiceBuilder::new()
+        .layer(FollowLayer::new())
+        .service(hyper_client());
+    let response = client
+        .oneshot(post(format!("http://{addr}/jobs/400")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let followed = response
+        .extensions()
+        .get::<Followed>()
+        .expect("the response says where it was read")
+        .clone();
+    let status = followed.status.to_string();
+    assert!(
+        status.starts_with(&format!("http://{addr}/tasks/")),
+        "{status}"
+    );
+    assert_eq!(followed.result.to_string(), format!("{status}/result"));
+
+    let again = hyper_client()
+        .get(followed.result)
+        .await
+        .unwrap()
+        .map(|body| body.map_err(BoxError::from));
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(text(again).await, r#"{"job":"done","slept_ms":400}"#);
+}
+
 /// A server whose `POST /job` answers `202` with `Location: /status` and `retry_after`, and
 /// whose `GET /status` answers the same until `done` gives the result; and how many polls
 /// it answered.
@@ -454,6 +507,10 @@ async fn a_202_without_location_is_the_answer() {
     );
     let response = follow_job(queued).await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert!(
+        response.extensions().get::<Followed>().is_none(),
+        "nothing was followed"
+    );
     assert_eq!(text(response).await, "queued");
 }
 
@@ -466,6 +523,9 @@ async fn any_success_but_202_from_the_status_url_is_the_result() {
         let (server, _) = job_server("1", move || Some(status.into_response()));
         let response = follow_job(server).await.unwrap();
         assert_eq!(response.status(), status);
+        let followed = response.extensions().get::<Followed>().unwrap();
+        assert_eq!(followed.result, followed.status, "read from the status URL");
+        assert_eq!(followed.status.path(), "/status");
     }
 }
 

@@ -50,8 +50,11 @@ const STATUS_LIMIT: usize = 64 << 10;
 ///
 /// The result's `GET` is answered as it comes: a `429`, `502`, `503` or `504` there (a
 /// throttled or failed invocation behind a gateway) is handed back as the result, since it
-/// cannot be told from a stored response with that status. To try such a `GET` again, give
-/// the layer an inner service that retries (tower's `Retry`); its polls get the retries too.
+/// cannot be told from a stored response with that status. Every response the layer ends
+/// with after a `202` carries [`Followed`] in its extensions, which names the status URL and
+/// the URL the response was read from: a `GET` of that reads a stored result again. To try
+/// such a `GET` at once, give the layer an inner service that retries (tower's `Retry`); its
+/// polls get the retries too.
 ///
 /// This covers this crate's [`OffloadLayer`](crate::OffloadLayer) and the same pattern
 /// elsewhere (Azure's asynchronous request-reply). It stops at the caller's
@@ -180,6 +183,33 @@ impl<S> Layer<S> for FollowLayer {
     }
 }
 
+/// Where a response [`FollowLayer`] ended with was read: in the extensions of every
+/// response that followed a `202`, as tower-http's `FollowRedirect` leaves the last
+/// request's URI on its response.
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use tower_serverless::client::Followed;
+///
+/// fn result_url<B>(response: &Response<B>) -> Option<&http::Uri> {
+///     // A gateway's 502 on the result's GET: the result is still stored there.
+///     (response.status() == StatusCode::BAD_GATEWAY)
+///         .then(|| response.extensions().get::<Followed>())
+///         .flatten()
+///         .map(|followed| &followed.result)
+/// }
+/// # assert_eq!(result_url(&Response::new(())), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Followed {
+    /// The task's status URL: the `202`'s `Location`, resolved against the request's URI.
+    pub status: Uri,
+    /// The URL of the response: the result's, or the status URL when it answered with the
+    /// result itself.
+    pub result: Uri,
+}
+
 /// The service of [`FollowLayer`].
 #[derive(Clone)]
 pub struct Follow<S> {
@@ -287,8 +317,12 @@ where
                 tokio::time::sleep(pause).await;
                 match follower.poll().await {
                     Ok(Polled::Running(retry)) => wait = retry,
-                    Ok(Polled::Done(response)) => {
+                    Ok(Polled::Done(mut response, result)) => {
                         follower.cancel = false;
+                        response.extensions_mut().insert(Followed {
+                            status: location,
+                            result,
+                        });
                         return Ok(response);
                     }
                     Err(error) => {
@@ -314,10 +348,11 @@ fn prefer(respond_async: bool, wait: Option<u64>) -> Option<HeaderValue> {
     HeaderValue::try_from(value).ok()
 }
 
-/// What a poll of the status URL said.
+/// What a poll of the status URL said: still running (wait as long, if said), or done
+/// with the response read from a URL.
 enum Polled {
     Running(Option<Duration>),
-    Done(Response<FollowBody>),
+    Done(Response<FollowBody>, Uri),
 }
 
 /// Polls a task's status URL; cancels the task when dropped before it is done, if asked.
@@ -390,7 +425,7 @@ where
                 self.other_hosts,
                 status,
             )?;
-            return Ok(Polled::Done(boxed(self.get(result).await?)));
+            return Ok(Polled::Done(boxed(self.get(result.clone()).await?), result));
         }
         match status {
             // Still running; or a poll that did not reach the task (the connection closed as
@@ -404,7 +439,9 @@ where
             | StatusCode::GATEWAY_TIMEOUT => Ok(Polled::Running(retry_after(&response))),
             StatusCode::OK => self.status_document(response).await,
             // Another success (`201`, `204`): the final answer, as Azure's polling reads it.
-            status if status.is_success() => Ok(Polled::Done(boxed(response))),
+            status if status.is_success() => {
+                Ok(Polled::Done(boxed(response), self.location.clone()))
+            }
             status => Err(FollowError::Unexpected {
                 location: self.location.clone(),
                 status,
@@ -425,7 +462,7 @@ where
                 essence.eq_ignore_ascii_case("application/json")
             });
         if !is_json {
-            return Ok(Polled::Done(boxed(response)));
+            return Ok(Polled::Done(boxed(response), self.location.clone()));
         }
         let retry = retry_after(&response);
         let (parts, body) = response.into_parts();
@@ -433,7 +470,8 @@ where
             Ok(bytes) => bytes,
             // Larger than a status document: the result itself, whole.
             Err(CaptureError::TooLarge(body)) => {
-                return Ok(Polled::Done(Response::from_parts(parts, body)))
+                let response = Response::from_parts(parts, body);
+                return Ok(Polled::Done(response, self.location.clone()));
             }
             Err(CaptureError::Failed(error)) => return Err(error),
         };
@@ -480,14 +518,13 @@ where
                     self.other_hosts,
                     parts.status,
                 )?;
-                Ok(Polled::Done(boxed(self.get(result).await?)))
+                Ok(Polled::Done(boxed(self.get(result.clone()).await?), result))
             }
-            _ => Ok(Polled::Done(Response::from_parts(
-                parts,
-                Full::new(bytes)
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            ))),
+            _ => {
+                let body = Full::new(bytes).map_err(|never| match never {});
+                let response = Response::from_parts(parts, body.boxed_unsync());
+                Ok(Polled::Done(response, self.location.clone()))
+            }
         }
     }
 }

@@ -57,5 +57,5 @@ mod propagate;
 mod retry_after;
 
 pub use self::error::{DeadlinePassed, FollowError};
-pub use self::follow::{Follow, FollowBody, FollowLayer};
+pub use self::follow::{Follow, FollowBody, FollowLayer, Followed};
 pub use self::propagate::{PropagateDeadline, PropagateDeadlineFuture, PropagateDeadlineLayer};
