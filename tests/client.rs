@@ -644,6 +644,9 @@ async fn every_way_to_point_at_another_host_is_refused_unless_allowed() {
             .oneshot(request)
             .await
             .unwrap();
+        let followed = allowed.extensions().get::<Followed>().unwrap();
+        assert_eq!(followed.status.to_string(), format!("http://{addr}/status"));
+        assert_eq!(followed.result.to_string(), result, "where it was read");
         assert_eq!(text(allowed).await, "the result");
         assert_eq!(calls.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
     }
