@@ -15,11 +15,12 @@ use axum::Router;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, ServiceBuilder, ServiceExt};
 use tower_serverless::client::{
-    DeadlinePassed, FollowBody, FollowError, FollowLayer, Followed, PropagateDeadlineLayer,
+    DeadlinePassed, Follow, FollowBody, FollowError, FollowLayer, Followed, PropagateDeadlineLayer,
 };
 use tower_serverless::deadline::{self, DeadlineSource, TrustedHeader};
 use tower_serverless::{Deadline, DeadlineLayer};
@@ -55,8 +56,13 @@ async fn demo() -> Demo {
     }
 }
 
-fn hyper_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+fn hyper_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A hyper client behind `FollowLayer` with its default settings.
+fn follower() -> Follow<Client<HttpConnector, Full<Bytes>>> {
+    FollowLayer::new().layer(hyper_client())
 }
 
 fn post(url: String) -> Request<Full<Bytes>> {
@@ -84,10 +90,7 @@ async fn a_slow_job_returns_its_final_body_through_one_call() {
     assert_eq!(seen.borrow().len(), 2, "a 202, then a 303 to the result");
 
     // A fast one passes straight through.
-    let client = ServiceBuilder::new()
-        .layer(FollowLayer::new())
-        .service(hyper_client());
-    let fast = client
+    let fast = follower()
         .oneshot(post(format!("http://{addr}/jobs/10")))
         .await
         .unwrap();
@@ -97,10 +100,7 @@ async fn a_slow_job_returns_its_final_body_through_one_call() {
 #[tokio::test]
 async fn a_cancelled_task_is_a_typed_error() {
     let Demo { addr, mut seen, .. } = demo().await;
-    let client = ServiceBuilder::new()
-        .layer(FollowLayer::new())
-        .service(hyper_client());
-    let call = tokio::spawn(client.oneshot(post(format!("http://{addr}/jobs/10000"))));
+    let call = tokio::spawn(follower().oneshot(post(format!("http://{addr}/jobs/10000"))));
     let location = seen.wait_for(|seen| !seen.is_empty()).await.unwrap()[0].clone();
     let cancel = Request::delete(format!("http://{addr}{location}"))
         .body(Full::default())
@@ -343,10 +343,7 @@ async fn a_failed_result_get_says_where_the_result_is() {
         },
     );
     let addr = common::serve(app::serve_app(&settings, &offload).layer(gateway)).await;
-    let client = ServiceBuilder::new()
-        .layer(FollowLayer::new())
-        .service(hyper_client());
-    let response = client
+    let response = follower()
         .oneshot(post(format!("http://{addr}/jobs/400")))
         .await
         .unwrap();
@@ -409,10 +406,7 @@ where
 /// What `POST /job` on `server` ends with, followed with the default settings.
 async fn follow_job(server: Router) -> Result<Response<FollowBody>, BoxError> {
     let addr = common::serve(server).await;
-    let client = ServiceBuilder::new()
-        .layer(FollowLayer::new())
-        .service(hyper_client());
-    client.oneshot(post(format!("http://{addr}/job"))).await
+    follower().oneshot(post(format!("http://{addr}/job"))).await
 }
 
 /// The body `POST /job` on `server` ends with, followed with the default settings.
@@ -616,9 +610,7 @@ async fn every_way_to_point_at_another_host_is_refused_unless_allowed() {
         .await,
     ];
     for addr in servers {
-        let refused = ServiceBuilder::new()
-            .layer(FollowLayer::new())
-            .service(hyper_client())
+        let refused = follower()
             .oneshot(post(format!("http://{addr}/job")))
             .await
             .unwrap_err();
@@ -688,14 +680,11 @@ async fn a_task_bound_to_its_owner_is_followed_with_the_callers_credentials() {
             },
         ));
     let addr = common::serve(app).await;
-    let client = ServiceBuilder::new()
-        .layer(FollowLayer::new())
-        .service(hyper_client());
     let mut request = post(format!("http://{addr}/report"));
     request
         .headers_mut()
         .insert("authorization", "Bearer alice".parse().unwrap());
-    let call = tokio::spawn(client.oneshot(request));
+    let call = tokio::spawn(follower().oneshot(request));
     accepted.notified().await;
     release.send(()).unwrap();
     let response = call.await.unwrap().unwrap();
@@ -828,10 +817,7 @@ async fn an_api_key_reaches_the_polls_by_default() {
     request
         .headers_mut()
         .insert("x-api-key", "k-1".parse().unwrap());
-    let client = ServiceBuilder::new()
-        .layer(FollowLayer::new())
-        .service(hyper_client());
-    let answer = client.oneshot(request).await.unwrap();
+    let answer = follower().oneshot(request).await.unwrap();
     assert_eq!(text(answer).await, "the result");
 }
 
