@@ -319,35 +319,39 @@ async fn a_gateway_error_on_a_poll_is_polled_past() {
     }
 }
 
-/// A gateway's `502` on the result's `GET` (the environment that served it failed) is
-/// handed back, since a stored response may have that status too; but the caller is not
-/// left without the task: the response says where its result is, and a `GET` there reads it.
-#[tokio::test]
-async fn a_failed_result_get_says_where_the_result_is() {
+/// The demo behind a gateway that answers the result's `GET` with `status` and
+/// `retry_after` the first `failures` times; and how many result `GET`s it saw.
+async fn failing_gateway(
+    status: StatusCode,
+    failures: usize,
+    retry_after: &'static str,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let settings = app::Settings {
         offload_after: Duration::from_millis(200),
         ..Default::default()
     };
     let offload = settings.offload_layer().await.unwrap();
-    let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = gets.clone();
     let gateway = axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let is_result = request.uri().path().ends_with("/result");
-            let failed_once = failed_once.clone();
+            let counted = counted.clone();
             async move {
-                if is_result && !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    return StatusCode::BAD_GATEWAY.into_response();
+                if is_result && counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < failures
+                {
+                    return (status, [("retry-after", retry_after)]).into_response();
                 }
                 next.run(request).await
             }
         },
     );
     let addr = common::serve(app::serve_app(&settings, &offload).layer(gateway)).await;
-    let response = follower()
-        .oneshot(post(format!("http://{addr}/jobs/400")))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    (addr, gets)
+}
+
+/// The URLs a followed response says it came from, checked to be the task's on `addr`.
+fn result_url(response: &Response<FollowBody>, addr: std::net::SocketAddr) -> http::Uri {
     let followed = response
         .extensions()
         .get::<Followed>()
@@ -359,14 +363,75 @@ async fn a_failed_result_get_says_where_the_result_is() {
         "{status}"
     );
     assert_eq!(followed.result.to_string(), format!("{status}/result"));
+    followed.result
+}
+
+/// A gateway's `502` on the result's `GET` (the environment that served it failed) does not
+/// lose the result: the `GET` is repeated, as a poll would be.
+#[tokio::test]
+async fn a_result_get_a_gateway_failed_is_repeated() {
+    for status in [
+        StatusCode::BAD_GATEWAY,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::GATEWAY_TIMEOUT,
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::REQUEST_TIMEOUT,
+    ] {
+        let (addr, gets) = failing_gateway(status, 1, "0").await;
+        let response = follower()
+            .oneshot(post(format!("http://{addr}/jobs/400")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{status}");
+        result_url(&response, addr);
+        assert_eq!(text(response).await, r#"{"job":"done","slept_ms":400}"#);
+        assert_eq!(
+            gets.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "{status}"
+        );
+    }
+}
+
+/// A result that is still unavailable after three `GET`s is handed back, since a stored
+/// response may have that status too; but the caller is not left without the task: the
+/// response says where its result is, and a `GET` there reads it once the gateway answers.
+#[tokio::test]
+async fn a_result_get_that_keeps_failing_is_handed_back_after_three() {
+    let (addr, gets) = failing_gateway(StatusCode::SERVICE_UNAVAILABLE, 3, "0").await;
+    let response = follower()
+        .oneshot(post(format!("http://{addr}/jobs/400")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let result = result_url(&response, addr);
 
     let again = hyper_client()
-        .get(followed.result)
+        .get(result)
         .await
         .unwrap()
         .map(|body| body.map_err(BoxError::from));
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(text(again).await, r#"{"job":"done","slept_ms":400}"#);
+}
+
+/// Nor is the result's `GET` repeated past the caller's time: a gateway that asks to come
+/// back in an hour is the answer now.
+#[tokio::test]
+async fn a_result_get_is_not_repeated_past_the_time_limit() {
+    let (addr, gets) = failing_gateway(StatusCode::TOO_MANY_REQUESTS, 3, "3600").await;
+    let following = FollowLayer::new()
+        .max_wait(Duration::from_secs(60))
+        .layer(hyper_client())
+        .oneshot(post(format!("http://{addr}/jobs/400")));
+    let response = tokio::time::timeout(Duration::from_secs(30), following)
+        .await
+        .expect("the 429 is handed back within the time limit")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(gets.load(std::sync::atomic::Ordering::SeqCst), 1);
+    result_url(&response, addr);
 }
 
 /// A server whose `POST /job` answers `202` with `Location: /status` and `retry_after`, and

@@ -26,6 +26,10 @@ pub type FollowBody = UnsyncBoxBody<Bytes, BoxError>;
 /// API Gateway's API key header.
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
+/// How many times the result's `GET` is tried while it answers as a gateway does when the
+/// request did not reach its target.
+const RESULT_ATTEMPTS: usize = 3;
+
 /// The largest status document read to learn a task's state: a JSON answer larger than
 /// this is the result.
 const STATUS_LIMIT: usize = 64 << 10;
@@ -48,13 +52,13 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// | `408`, `429`, `502`, `503`, `504` | poll again: the poll did not reach the task |
 /// | anything else | [`FollowError::Unexpected`] |
 ///
-/// The result's `GET` is answered as it comes: a `429`, `502`, `503` or `504` there (a
-/// throttled or failed invocation behind a gateway) is handed back as the result, since it
-/// cannot be told from a stored response with that status. Every response the layer ends
-/// with after a `202` carries [`Followed`] in its extensions, which names the status URL and
-/// the URL the response was read from: a `GET` of that reads a stored result again. To try
-/// such a `GET` at once, give the layer an inner service that retries (tower's `Retry`); its
-/// polls get the retries too.
+/// The result's `GET` (after a `303`, or of a status document's `Location`) is made again
+/// when it is answered as a poll that did not reach the task is (`408`, `429`, `502`, `503`,
+/// `504`): three times in all, waiting as `Retry-After` says (else 100 ms, then 200 ms), and
+/// not past the time limit. The last answer is then the result, since it cannot be told from
+/// a stored response with that status. Every response the layer ends with after a `202`
+/// carries [`Followed`] in its extensions, which names the status URL and the URL the
+/// response was read from: a `GET` of that reads a stored result again.
 ///
 /// This covers this crate's [`OffloadLayer`](crate::OffloadLayer) and the same pattern
 /// elsewhere (Azure's asynchronous request-reply). It stops at the caller's
@@ -290,6 +294,7 @@ where
             let mut follower = Follower {
                 inner: poller,
                 location: location.clone(),
+                until,
                 other_hosts: config.other_hosts,
                 origin: base,
                 forward,
@@ -364,6 +369,8 @@ where
 {
     inner: S,
     location: Uri,
+    // When the following ends: the result's `GET` is not repeated past it.
+    until: Instant,
     // Whether the result may be on another host: the status URL's `303`, or a status
     // document's `Location` / `resourceLocation`, is checked as the `202`'s `Location` is.
     other_hosts: bool,
@@ -415,6 +422,28 @@ where
             .map_err(Into::into)
     }
 
+    /// The `GET` of a result at `uri`, repeated while it did not reach the result (at most
+    /// [`RESULT_ATTEMPTS`] in all, and not past the time limit); the last answer otherwise.
+    async fn result(&mut self, uri: Uri) -> Result<Response<ResB>, BoxError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts = 1;
+        loop {
+            let response = self.get(uri.clone()).await?;
+            if attempts == RESULT_ATTEMPTS || !unreached(response.status()) {
+                return Ok(response);
+            }
+            let pause = retry_after(&response).unwrap_or(backoff);
+            if deadline::later(Instant::now(), pause) > self.until {
+                return Ok(response);
+            }
+            backoff *= 2;
+            attempts += 1;
+            // Not read: a gateway's error is short, a stored response need not be.
+            drop(response);
+            tokio::time::sleep(pause).await;
+        }
+    }
+
     async fn poll(&mut self) -> Result<Polled, BoxError> {
         let response = self.get(self.location.clone()).await?;
         let status = response.status();
@@ -425,18 +454,16 @@ where
                 self.other_hosts,
                 status,
             )?;
-            return Ok(Polled::Done(boxed(self.get(result.clone()).await?), result));
+            return Ok(Polled::Done(
+                boxed(self.result(result.clone()).await?),
+                result,
+            ));
         }
         match status {
-            // Still running; or a poll that did not reach the task (the connection closed as
-            // it came, throttled, a gateway whose target failed or did not answer), which
-            // the next poll may.
-            StatusCode::ACCEPTED
-            | StatusCode::REQUEST_TIMEOUT
-            | StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT => Ok(Polled::Running(retry_after(&response))),
+            // Still running; or a poll that did not reach the task, which the next poll may.
+            status if status == StatusCode::ACCEPTED || unreached(status) => {
+                Ok(Polled::Running(retry_after(&response)))
+            }
             StatusCode::OK => self.status_document(response).await,
             // Another success (`201`, `204`): the final answer, as Azure's polling reads it.
             status if status.is_success() => {
@@ -518,7 +545,10 @@ where
                     self.other_hosts,
                     parts.status,
                 )?;
-                Ok(Polled::Done(boxed(self.get(result.clone()).await?), result))
+                Ok(Polled::Done(
+                    boxed(self.result(result.clone()).await?),
+                    result,
+                ))
             }
             _ => {
                 let body = Full::new(bytes).map_err(|never| match never {});
@@ -562,6 +592,21 @@ where
     B::Error: Into<BoxError>,
 {
     response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+/// Whether an answer with `status` says that the request did not reach its target, so that
+/// the same request may be made again: the connection closed as it came (`408`, which RFC
+/// 9110 lets a client repeat), throttled (`429`), or a gateway whose target failed or did
+/// not answer (`502`, `503`, `504`).
+fn unreached(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
 }
 
 /// What `response`'s `Retry-After` asks to wait, from now.
