@@ -434,6 +434,73 @@ async fn a_result_get_is_not_repeated_past_the_time_limit() {
     result_url(&response, addr);
 }
 
+/// A hyper server whose `POST /job` answers `202` with `Location: /status`, and whose
+/// `GET /status` drops the connection without an answer (its service fails) the first
+/// `drops` times, then answers `done`; and how many polls it saw.
+async fn dropping_server(
+    drops: usize,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = polls.clone();
+    let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let counted = counted.clone();
+        async move {
+            if request.method() == http::Method::POST {
+                let accepted = Response::builder()
+                    .status(StatusCode::ACCEPTED)
+                    .header("location", "/status")
+                    .header("retry-after", "0")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                return Ok(accepted);
+            }
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < drops {
+                return Err(std::io::Error::other("the connection goes down"));
+            }
+            Ok(Response::new(Full::new(Bytes::from_static(b"done"))))
+        }
+    });
+    (common::serve_hyper(service).await, polls)
+}
+
+/// A poll whose connection fails before an answer comes (the environment serving it went
+/// away) says nothing of the task either: the next poll is made, as after a gateway's `502`.
+#[tokio::test]
+async fn a_poll_whose_connection_failed_is_made_again() {
+    let (addr, polls) = dropping_server(2).await;
+    let response = follower()
+        .oneshot(post(format!("http://{addr}/job")))
+        .await
+        .unwrap();
+    assert_eq!(text(response).await, "done");
+    assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A status URL that three polls in a row cannot reach ends the call, with an error that
+/// says where the task is, so that the caller can come back to it; not with the connection's
+/// error alone, which names no task.
+#[tokio::test]
+async fn a_status_url_that_cannot_be_reached_ends_the_call_naming_the_task() {
+    let (addr, polls) = dropping_server(usize::MAX).await;
+    let error = follower()
+        .oneshot(post(format!("http://{addr}/job")))
+        .await
+        .unwrap_err();
+    assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let Some(FollowError::Unreachable { location, .. }) = error.downcast_ref::<FollowError>()
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(location.to_string(), format!("http://{addr}/status"));
+    let source = std::error::Error::source(&*error).expect("the connection's error");
+    assert!(
+        source
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some(),
+        "{source:?}"
+    );
+}
+
 /// A server whose `POST /job` answers `202` with `Location: /status` and `retry_after`, and
 /// whose `GET /status` answers the same until `done` gives the result; and how many polls
 /// it answered.

@@ -11,7 +11,7 @@ use http::{StatusCode, Uri};
 pub struct DeadlinePassed(pub(crate) ());
 
 /// Why [`Follow`](super::Follow) could not bring back a task's result.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FollowError {
     /// A redirect or a status document that says `succeeded` and points at the result named
@@ -53,6 +53,16 @@ pub enum FollowError {
         location: Uri,
         /// What it answered.
         status: StatusCode,
+    },
+    /// Three polls in a row failed before an answer came (the connection was refused or
+    /// closed, or the answer's body failed): the task may still run, at `location`.
+    #[error("the status URL {location} could not be reached")]
+    Unreachable {
+        /// The status URL of the task, to come back to.
+        location: Uri,
+        /// The last poll's error, from the inner service.
+        #[source]
+        source: tower::BoxError,
     },
     /// The deadline (the caller's, or the layer's longest wait) came before the result, or
     /// the next poll would have come after it (the server asked for a longer wait): then

@@ -30,6 +30,10 @@ const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// request did not reach its target.
 const RESULT_ATTEMPTS: usize = 3;
 
+/// How many polls in a row may fail before an answer comes (the connection, or the
+/// answer's body) before the status URL is taken for unreachable.
+const FAILED_POLLS: usize = 3;
+
 /// The largest status document read to learn a task's state: a JSON answer larger than
 /// this is the result.
 const STATUS_LIMIT: usize = 64 << 10;
@@ -50,6 +54,7 @@ const STATUS_LIMIT: usize = 64 << 10;
 /// | `200` JSON with `status` `failed` / `cancelled` | [`FollowError::Failed`] (with `error` and `error_type`, or an `error` object's `message` and `code`) / [`FollowError::Cancelled`] |
 /// | any other `200`, or another success (`201`, `204`) | that is the result |
 /// | `408`, `429`, `502`, `503`, `504` | poll again: the poll did not reach the task |
+/// | nothing: the inner service failed (the connection, or the answer's body) | poll again; the third time in a row, [`FollowError::Unreachable`] with the status URL and that error |
 /// | anything else | [`FollowError::Unexpected`] |
 ///
 /// The result's `GET` (after a `303`, or of a status document's `Location`) is made again
@@ -168,8 +173,9 @@ impl FollowLayer {
     }
 
     /// Whether a task being followed is cancelled (`DELETE` of its status URL) when the
-    /// call is dropped or times out (default: no). The `DELETE` goes through the inner
-    /// service on a task of its own, in the `tracing` span the call was dropped in.
+    /// call is dropped, times out or cannot reach the status URL (default: no). The
+    /// `DELETE` goes through the inner service on a task of its own, in the `tracing` span
+    /// the call was dropped in.
     pub fn cancel_on_drop(mut self, cancel: bool) -> Self {
         self.config.cancel_on_drop = cancel;
         self
@@ -303,6 +309,7 @@ where
             };
             let mut backoff = Duration::from_millis(100);
             let mut wait = retry_after(&accepted);
+            let mut failed = 0;
             loop {
                 let pause = wait.take().unwrap_or_else(|| {
                     let pause = backoff;
@@ -321,7 +328,10 @@ where
                 }
                 tokio::time::sleep(pause).await;
                 match follower.poll().await {
-                    Ok(Polled::Running(retry)) => wait = retry,
+                    Ok(Polled::Running(retry)) => {
+                        failed = 0;
+                        wait = retry;
+                    }
                     Ok(Polled::Done(mut response, result)) => {
                         follower.cancel = false;
                         response.extensions_mut().insert(Followed {
@@ -330,11 +340,23 @@ where
                         });
                         return Ok(response);
                     }
-                    Err(error) => {
-                        // The task ended or is gone; only a failed transport leaves it
-                        // running, to cancel.
-                        follower.cancel &= !error.is::<FollowError>();
+                    // The task ended or is gone, or the answer was no task status.
+                    Err(error) if error.is::<FollowError>() => {
+                        follower.cancel = false;
                         return Err(error);
+                    }
+                    // The poll did not reach the task (the connection failed, or the
+                    // answer's body did): the next may, as after a gateway's `502`. The
+                    // task runs on, to be cancelled if asked.
+                    Err(error) => {
+                        failed += 1;
+                        if failed == FAILED_POLLS {
+                            return Err(FollowError::Unreachable {
+                                location,
+                                source: error,
+                            }
+                            .into());
+                        }
                     }
                 }
             }
