@@ -476,6 +476,29 @@ async fn a_poll_whose_connection_failed_is_made_again() {
     assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+/// So is a poll whose status document fails midway (the environment went away while it
+/// answered): what was read of it is no answer.
+#[tokio::test]
+async fn a_poll_whose_answer_failed_midway_is_made_again() {
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = polls.clone();
+    let (server, _) = job_server("0", move || {
+        if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            return Some("done".into_response());
+        }
+        let (mut sender, body) = http_body_util::Channel::<Bytes, std::io::Error>::new(1);
+        tokio::spawn(async move {
+            let _ = sender.send_data(Bytes::from_static(b"{\"status\":")).await;
+            tokio::task::yield_now().await;
+            sender.abort(std::io::Error::other("the environment went away"));
+        });
+        let json = [("content-type", "application/json")];
+        Some((json, axum::body::Body::new(body)).into_response())
+    });
+    assert_eq!(followed(server).await, "done");
+    assert_eq!(polls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// A status URL that three polls in a row cannot reach ends the call, with an error that
 /// says where the task is, so that the caller can come back to it; not with the connection's
 /// error alone, which names no task.
