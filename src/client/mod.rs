@@ -4,7 +4,10 @@
 //! Most callers of an offloading API are other services. [`FollowLayer`] follows a
 //! `202 Accepted` to its result, so that a slow call returns its final response through one
 //! `call`, as if it had been synchronous; its polls carry the request's credentials to the
-//! request's own host. [`PropagateDeadlineLayer`] passes what remains of
+//! request's own host. A poll that does not reach the task (a gateway's `502`, a connection
+//! that fails) is made again, and a call that gives up on a task that may still run says
+//! where it is ([`FollowError::TimedOut`], [`FollowError::Unreachable`]), so that nothing it
+//! started is lost. [`PropagateDeadlineLayer`] passes what remains of
 //! the current [`Deadline`](crate::Deadline) on to the called service in a header its own
 //! [`DeadlineLayer`](crate::DeadlineLayer) can trust, and cuts the call there. Stack them
 //! with the deadline outermost, so that every poll carries the remaining time:
