@@ -350,7 +350,7 @@ async fn failing_gateway(
     (addr, gets)
 }
 
-/// The URLs a followed response says it came from, checked to be the task's on `addr`.
+/// The result URL a followed response names, checked to be its task's on `addr`.
 fn result_url(response: &Response<FollowBody>, addr: std::net::SocketAddr) -> http::Uri {
     let followed = response
         .extensions()
@@ -436,15 +436,29 @@ async fn a_result_get_is_not_repeated_past_the_time_limit() {
 
 /// A hyper server whose `POST /job` answers `202` with `Location: /status`, and whose
 /// `GET /status` drops the connection without an answer (its service fails) the first
-/// `drops` times, then answers `done`; and how many polls it saw.
+/// `drops` times, then answers `done`; how many polls it saw; and whether a `DELETE /status`
+/// came.
 async fn dropping_server(
     drops: usize,
-) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+) -> (
+    std::net::SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::watch::Receiver<bool>,
+) {
     let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = polls.clone();
+    let (delete, deleted) = tokio::sync::watch::channel(false);
+    let delete = Arc::new(delete);
     let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
         let counted = counted.clone();
+        let delete = delete.clone();
         async move {
+            if request.method() == http::Method::DELETE {
+                delete.send_replace(true);
+                let mut gone = Response::new(Full::new(Bytes::new()));
+                *gone.status_mut() = StatusCode::NO_CONTENT;
+                return Ok(gone);
+            }
             if request.method() == http::Method::POST {
                 let accepted = Response::builder()
                     .status(StatusCode::ACCEPTED)
@@ -460,14 +474,14 @@ async fn dropping_server(
             Ok(Response::new(Full::new(Bytes::from_static(b"done"))))
         }
     });
-    (common::serve_hyper(service).await, polls)
+    (common::serve_hyper(service).await, polls, deleted)
 }
 
 /// A poll whose connection fails before an answer comes (the environment serving it went
 /// away) says nothing of the task either: the next poll is made, as after a gateway's `502`.
 #[tokio::test]
 async fn a_poll_whose_connection_failed_is_made_again() {
-    let (addr, polls) = dropping_server(2).await;
+    let (addr, polls, _) = dropping_server(2).await;
     let response = follower()
         .oneshot(post(format!("http://{addr}/job")))
         .await
@@ -501,11 +515,13 @@ async fn a_poll_whose_answer_failed_midway_is_made_again() {
 
 /// A status URL that three polls in a row cannot reach ends the call, with an error that
 /// says where the task is, so that the caller can come back to it; not with the connection's
-/// error alone, which names no task.
+/// error alone, which names no task. A caller that asked for it cancels the task then.
 #[tokio::test]
 async fn a_status_url_that_cannot_be_reached_ends_the_call_naming_the_task() {
-    let (addr, polls) = dropping_server(usize::MAX).await;
-    let error = follower()
+    let (addr, polls, mut deleted) = dropping_server(usize::MAX).await;
+    let error = FollowLayer::new()
+        .cancel_on_drop(true)
+        .layer(hyper_client())
         .oneshot(post(format!("http://{addr}/job")))
         .await
         .unwrap_err();
@@ -522,6 +538,12 @@ async fn a_status_url_that_cannot_be_reached_ends_the_call_naming_the_task() {
             .is_some(),
         "{source:?}"
     );
+    // Given up while it may still run: cancelled, as asked.
+    let cancelled = deleted.wait_for(|deleted| *deleted);
+    tokio::time::timeout(Duration::from_secs(30), cancelled)
+        .await
+        .expect("the DELETE came")
+        .unwrap();
 }
 
 /// A server whose `POST /job` answers `202` with `Location: /status` and `retry_after`, and
