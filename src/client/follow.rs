@@ -202,7 +202,7 @@ impl<S> Layer<S> for FollowLayer {
 /// use tower_serverless::client::Followed;
 ///
 /// fn result_url<B>(response: &Response<B>) -> Option<&http::Uri> {
-///     // A gateway's 502 on the result's GET: the result is still stored there.
+///     // A gateway's 502 on every try of the result's GET: the result is still stored there.
 ///     (response.status() == StatusCode::BAD_GATEWAY)
 ///         .then(|| response.extensions().get::<Followed>())
 ///         .flatten()
