@@ -1,4 +1,5 @@
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -105,10 +106,14 @@ impl Runner {
     /// Runs `service` under `lambda_http` with [`LambdaLayer`] outermost.
     ///
     /// With `AWS_LAMBDA_MAX_CONCURRENCY` above 1 (Lambda Managed Instances) the runtime
-    /// serves that many invocations at once and the environment never freezes: no
-    /// extension is registered and nothing is held. Otherwise an internal extension is
-    /// registered during init and holds each invocation until its response is posted and
-    /// the work it detached is done.
+    /// serves that many invocations at once and the environment never freezes: nothing is
+    /// held. With detached work to wait for, an internal extension that subscribes to no
+    /// event is registered, so that Lambda sends `SIGTERM` when it shuts the environment
+    /// down; the work still running 100 ms later is then stopped and stored as failed
+    /// ([`reason::SHUT_DOWN`](crate::offload::reason::SHUT_DOWN)), and `run` returns
+    /// `Ok(())`: put your own cleanup after it. Otherwise an internal extension is
+    /// registered during init for `INVOKE` events and holds each invocation until its
+    /// response is posted and the work it detached is done.
     ///
     /// `lambda_http` reads the response's body whole before it posts anything. A body that
     /// fails then fails the invocation with error type
@@ -189,8 +194,9 @@ impl Runner {
         self.serve(runtime).await
     }
 
-    /// Serves the invocations `runtime` handles: at once where environments never freeze,
-    /// else beside the extension that holds each invocation for its detached work.
+    /// Serves the invocations `runtime` handles: at once where environments never freeze
+    /// (with detached work, until Lambda shuts the environment down), else beside the
+    /// extension that holds each invocation for its detached work.
     async fn serve<T>(self, runtime: lambda_runtime::Runtime<T>) -> Result<(), lambda_http::Error>
     where
         T: Service<LambdaInvocation, Response = (), Error = lambda_http::Error>
@@ -207,12 +213,28 @@ impl Runner {
             );
         }
         let runtime = runtime.layer(lambda_runtime::layers::TracingLayer::new());
+        let detached = self.detached;
+        let extension = Extension::new().with_extension_name("tower-serverless");
         if super::never_freezes() {
-            return runtime.run_concurrent().await;
+            if detached.is_empty() {
+                return runtime.run_concurrent().await;
+            }
+            // Detached work runs there beside the invocations; when Lambda shuts the
+            // environment down, what still runs is stopped and stored as failed. The signal is
+            // listened for before the extension registers, so that none goes unseen.
+            let terminated = terminated()?;
+            // Subscribed to no event: registered so that Lambda sends `SIGTERM`.
+            let extension = extension.with_events(&[]).register().await?;
+            tokio::select! {
+                served = async { tokio::try_join!(runtime.run_concurrent(), extension.run()) } => {
+                    served?;
+                }
+                () = terminated => shut_down(&detached).await,
+            }
+            return Ok(());
         }
         let invocations = Invocations::default();
         let waiting = invocations.clone();
-        let detached = self.detached;
         let processor = service_fn(move |event: lambda_extension::LambdaEvent| {
             let (invocations, detached) = (waiting.clone(), detached.clone());
             async move {
@@ -229,10 +251,9 @@ impl Runner {
             }
         });
         // Registered during init, before the runtime asks for its first invocation.
-        let extension = Extension::new()
+        let extension = extension
             .with_events(&["INVOKE"])
             .with_events_processor(processor)
-            .with_extension_name("tower-serverless")
             .register()
             .await?;
         // The runtime with the tracking outermost: an invocation is finished once its
@@ -241,6 +262,48 @@ impl Runner {
         tokio::try_join!(runtime.run_concurrent(), extension.run())?;
         Ok(())
     }
+}
+
+/// How long detached work may still end by itself once Lambda shuts the environment down,
+/// before it is stopped and stored as failed. Lambda gives a runtime beside internal
+/// extensions at most 500 ms after its `SIGTERM`; the failures are written in what is left.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
+
+/// Completes on `SIGTERM`: Lambda shuts the environment down. It sends the signal only to a
+/// runtime beside a registered extension.
+#[cfg(unix)]
+fn terminated() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut signal = signal(SignalKind::terminate())?;
+    Ok(async move {
+        signal.recv().await;
+    })
+}
+
+/// Lambda runs on Linux; elsewhere (`cargo lambda watch` on Windows) nothing signals it.
+#[cfg(not(unix))]
+fn terminated() -> std::io::Result<impl Future<Output = ()>> {
+    Ok(std::future::pending())
+}
+
+/// Stops the detached work when Lambda shuts the environment down: what does not end within
+/// [`SHUTDOWN_GRACE`] is stored as failed ([`SHUT_DOWN`](crate::offload::reason::SHUT_DOWN)),
+/// so that its client reads that at once rather than once its lease lapses.
+async fn shut_down(detached: &[DetachedTasks]) {
+    let mut stopping = tokio::task::JoinSet::new();
+    for tasks in detached {
+        let tasks = tasks.clone();
+        stopping.spawn(async move { tasks.shutdown(SHUTDOWN_GRACE).await });
+    }
+    let mut stopped = 0;
+    while let Some(done) = stopping.join_next().await {
+        stopped += done.unwrap_or_default();
+    }
+    tracing::info!(
+        target: "tower_serverless::lambda",
+        stopped,
+        "the environment shuts down: detached work still running is stopped and stored as failed"
+    );
 }
 
 /// `lambda_http`'s conversion of the service's response, as `lambda_http::run` makes it: it

@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex};
 
 /// Runs the future `make` returns (a `lambda::run`) on a runtime of its own in a thread of
-/// its own, as a Lambda function's `main` does; its future need not be `Send`.
-pub fn run_function<F, Fut>(make: F)
+/// its own, as a Lambda function's `main` does; its future need not be `Send`. The thread
+/// ends when the run returns `Ok`.
+pub fn run_function<F, Fut>(make: F) -> std::thread::JoinHandle<()>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), lambda_http::Error>>,
@@ -28,7 +29,7 @@ where
             .unwrap()
             .block_on(make())
             .unwrap();
-    });
+    })
 }
 
 /// The HTTP response the runtime posted; panics on an error.
@@ -86,7 +87,9 @@ pub async fn offload_and_poll(
 /// its status routes, with `Runner::run` or, when `streamed`, `run_with_streaming_response`.
 /// Checks that four invocations are served at once (each waits until all four are in:
 /// served one at a time, none would answer), posted as `streamed` says, and that no
-/// extension registered. Returns the API and the gate of `/gated`.
+/// extension registered for `INVOKE` events. Returns the API, whose
+/// [`function_returned`](RuntimeApi::function_returned) waits for the function's run, and
+/// the gate of `/gated`.
 pub async fn managed(
     offload: &tower_serverless::OffloadLayer,
     streamed: bool,
@@ -103,7 +106,7 @@ pub async fn managed(
         }
     });
     let offload = offload.clone();
-    run_function(move || async move {
+    api.function = Some(run_function(move || async move {
         let app = Router::new()
             .route("/together", together)
             .merge(gated)
@@ -116,7 +119,7 @@ pub async fn managed(
         } else {
             runner.run(app).await
         }
-    });
+    }));
     let deadline_ms = now_ms() + 60_000;
     for id in ["1", "2", "3", "4"] {
         let event = http_api_event("GET", "/together", now_ms());
@@ -141,7 +144,7 @@ pub async fn managed(
     assert_eq!(answered, ["1", "2", "3", "4"]);
     // The extension would have registered during init, before the first invocation.
     assert!(
-        !api.extension_registered(),
+        !api.extension_invoked(),
         "nothing holds an environment that never freezes"
     );
     (api, gate)
@@ -170,6 +173,7 @@ struct Shared {
     extension_events: Arc<Mutex<mpsc::UnboundedReceiver<Invocation>>>,
     extension_nexts: mpsc::UnboundedSender<tokio::time::Instant>,
     registered: Arc<std::sync::atomic::AtomicBool>,
+    invoked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct RuntimeApi {
@@ -179,6 +183,10 @@ pub struct RuntimeApi {
     extension_events: mpsc::UnboundedSender<Invocation>,
     extension_nexts: mpsc::UnboundedReceiver<tokio::time::Instant>,
     registered: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the registered extension subscribed to `INVOKE` events.
+    invoked: Arc<std::sync::atomic::AtomicBool>,
+    /// The thread of the function [`managed`] started.
+    function: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RuntimeApi {
@@ -189,12 +197,14 @@ impl RuntimeApi {
         let (extension_events, extension_events_rx) = mpsc::unbounded_channel();
         let (extension_nexts_tx, extension_nexts) = mpsc::unbounded_channel();
         let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let invoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = Shared {
             events: Arc::new(Mutex::new(events_rx)),
             outcomes: outcomes_tx,
             extension_events: Arc::new(Mutex::new(extension_events_rx)),
             extension_nexts: extension_nexts_tx,
             registered: registered.clone(),
+            invoked: invoked.clone(),
         };
         let router = Router::new()
             .route("/2020-01-01/extension/register", post(register))
@@ -221,6 +231,8 @@ impl RuntimeApi {
             extension_events,
             extension_nexts,
             registered,
+            invoked,
+            function: None,
         }
     }
 
@@ -270,10 +282,10 @@ impl RuntimeApi {
         outcome
     }
 
-    /// Hands `event` to the runtime (and its INVOKE to a registered extension) without
-    /// waiting for the outcome.
+    /// Hands `event` to the runtime (and its INVOKE to an extension that subscribed to them)
+    /// without waiting for the outcome.
     pub async fn submit(&mut self, request_id: &str, deadline_ms: u64, event: Value) {
-        if self.registered.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.extension_invoked() {
             let invocation = (request_id.to_owned(), deadline_ms, Value::Null);
             self.extension_events.send(invocation).unwrap();
         }
@@ -294,6 +306,23 @@ impl RuntimeApi {
     /// Whether an extension registered.
     pub fn extension_registered(&self) -> bool {
         self.registered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether an extension registered for `INVOKE` events: Lambda then waits for it
+    /// before the environment takes its next invocation.
+    pub fn extension_invoked(&self) -> bool {
+        self.invoked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until the function [`managed`] started has returned from its run.
+    pub async fn function_returned(&mut self) {
+        let function = self.function.take().expect("no function started");
+        let joined = tokio::task::spawn_blocking(move || function.join());
+        tokio::time::timeout(Duration::from_secs(20), joined)
+            .await
+            .expect("the function's run did not return")
+            .unwrap()
+            .expect("the function's run failed");
     }
 
     /// Whether the extension asked for its next event since the last call: it released
@@ -323,7 +352,16 @@ async fn next(State(shared): State<Shared>) -> Response {
     (headers, event.to_string()).into_response()
 }
 
-async fn register(State(shared): State<Shared>) -> Response {
+async fn register(State(shared): State<Shared>, body: Bytes) -> Response {
+    let events: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let invoked = events["events"]
+        .as_array()
+        .is_some_and(|events| events.iter().any(|event| event == "INVOKE"));
+    if invoked {
+        shared
+            .invoked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     shared
         .registered
         .store(true, std::sync::atomic::Ordering::SeqCst);
