@@ -223,10 +223,18 @@ impl Runner {
             // environment down, what still runs is stopped and stored as failed. The signal is
             // listened for before the extension registers, so that none goes unseen.
             let terminated = terminated()?;
-            // Subscribed to no event: registered so that Lambda sends `SIGTERM`.
+            // Subscribed to no event: registered so that Lambda sends `SIGTERM`. Lambda
+            // holds its call for the next event until then; `cargo lambda watch` answers it
+            // `500` at once, which ends nothing but the extension.
             let extension = extension.with_events(&[]).register().await?;
+            let idle = async {
+                if let Err(error) = extension.run().await {
+                    tracing::debug!(target: "tower_serverless::lambda", error, "the extension that waits for SIGTERM ended");
+                }
+                std::future::pending::<Result<(), lambda_http::Error>>().await
+            };
             tokio::select! {
-                served = async { tokio::try_join!(runtime.run_concurrent(), extension.run()) } => {
+                served = async { tokio::try_join!(runtime.run_concurrent(), idle) } => {
                     served?;
                 }
                 () = terminated => shut_down(&detached).await,

@@ -94,7 +94,15 @@ pub async fn managed(
     offload: &tower_serverless::OffloadLayer,
     streamed: bool,
 ) -> (RuntimeApi, tokio::sync::watch::Sender<bool>) {
-    let mut api = RuntimeApi::start().await;
+    managed_on(RuntimeApi::start().await, offload, streamed).await
+}
+
+/// [`managed`] on `api`, started already.
+pub async fn managed_on(
+    mut api: RuntimeApi,
+    offload: &tower_serverless::OffloadLayer,
+    streamed: bool,
+) -> (RuntimeApi, tokio::sync::watch::Sender<bool>) {
     std::env::set_var("AWS_LAMBDA_MAX_CONCURRENCY", "4");
     let (gate, gated) = super::gated("/gated");
     let barrier = Arc::new(tokio::sync::Barrier::new(4));
@@ -174,6 +182,7 @@ struct Shared {
     extension_nexts: mpsc::UnboundedSender<tokio::time::Instant>,
     registered: Arc<std::sync::atomic::AtomicBool>,
     invoked: Arc<std::sync::atomic::AtomicBool>,
+    refuse_idle_next: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct RuntimeApi {
@@ -185,6 +194,7 @@ pub struct RuntimeApi {
     registered: Arc<std::sync::atomic::AtomicBool>,
     /// Whether the registered extension subscribed to `INVOKE` events.
     invoked: Arc<std::sync::atomic::AtomicBool>,
+    refuse_idle_next: Arc<std::sync::atomic::AtomicBool>,
     /// The thread of the function [`managed`] started.
     function: Option<std::thread::JoinHandle<()>>,
 }
@@ -198,6 +208,7 @@ impl RuntimeApi {
         let (extension_nexts_tx, extension_nexts) = mpsc::unbounded_channel();
         let registered = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let invoked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refuse_idle_next = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = Shared {
             events: Arc::new(Mutex::new(events_rx)),
             outcomes: outcomes_tx,
@@ -205,6 +216,7 @@ impl RuntimeApi {
             extension_nexts: extension_nexts_tx,
             registered: registered.clone(),
             invoked: invoked.clone(),
+            refuse_idle_next: refuse_idle_next.clone(),
         };
         let router = Router::new()
             .route("/2020-01-01/extension/register", post(register))
@@ -232,6 +244,7 @@ impl RuntimeApi {
             extension_nexts,
             registered,
             invoked,
+            refuse_idle_next,
             function: None,
         }
     }
@@ -308,6 +321,14 @@ impl RuntimeApi {
         self.registered.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// From now on, an extension subscribed to no event that asks for its next one is
+    /// answered `500` at once, as `cargo lambda watch` (1.9) answers it; Lambda holds that
+    /// call until the environment shuts down.
+    pub fn refuse_idle_next(&self) {
+        self.refuse_idle_next
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Whether an extension registered for `INVOKE` events: Lambda then waits for it
     /// before the environment takes its next invocation.
     pub fn extension_invoked(&self) -> bool {
@@ -365,16 +386,31 @@ async fn register(State(shared): State<Shared>, body: Bytes) -> Response {
     shared
         .registered
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = if invoked { INVOKED } else { IDLE };
     let body =
         json!({ "functionName": "test", "functionVersion": "$LATEST", "handler": "bootstrap" });
-    (
-        [("lambda-extension-identifier", "extension-1")],
-        body.to_string(),
-    )
-        .into_response()
+    ([("lambda-extension-identifier", id)], body.to_string()).into_response()
 }
 
-async fn extension_next(State(shared): State<Shared>) -> Response {
+/// The identifiers of an extension subscribed to `INVOKE` events and of one subscribed to
+/// none.
+const INVOKED: &str = "extension-invoked";
+const IDLE: &str = "extension-idle";
+
+async fn extension_next(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if headers
+        .get("lambda-extension-identifier")
+        .is_some_and(|id| id == IDLE)
+    {
+        if shared
+            .refuse_idle_next
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        // No event comes before the environment shuts down.
+        std::future::pending::<()>().await;
+    }
     let _ = shared.extension_nexts.send(tokio::time::Instant::now());
     let Some((request_id, deadline_ms, _)) = shared.extension_events.lock().await.recv().await
     else {
