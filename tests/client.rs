@@ -685,6 +685,39 @@ async fn a_202_without_location_is_the_answer() {
     assert_eq!(text(response).await, "queued");
 }
 
+/// A status URL that says the task is done but not where its result is (a `303` without
+/// `Location`) ends the call with an error that names that status URL, where the caller can
+/// come back to the task; the first answer's has the URL the call was made to.
+#[tokio::test]
+async fn an_answer_without_a_usable_location_names_the_url_that_gave_it() {
+    let (server, _) = job_server("1", || Some(StatusCode::SEE_OTHER.into_response()));
+    let (status, url, addr) = no_location(server).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(url, format!("http://{addr}/status"));
+
+    let nowhere = Router::new().route(
+        "/job",
+        axum::routing::post(|| async { (StatusCode::ACCEPTED, [("location", "http://[")]) }),
+    );
+    let (status, url, addr) = no_location(nowhere).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(url, format!("http://{addr}/job"));
+}
+
+/// The status and URL of the [`FollowError::NoLocation`] that `POST /job` on `server` ends
+/// with, and the server's address.
+async fn no_location(server: Router) -> (StatusCode, String, std::net::SocketAddr) {
+    let addr = common::serve(server).await;
+    let error = follower()
+        .oneshot(post(format!("http://{addr}/job")))
+        .await
+        .unwrap_err();
+    match error.downcast_ref::<FollowError>() {
+        Some(FollowError::NoLocation { status, url }) => (*status, url.to_string(), addr),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A status URL that answers its final result with another success than `200` (`201
 /// Created`, `204 No Content` for a deletion, as Azure's `Location` polling does): every
 /// success but `202` ends the polling, and that answer is the result.

@@ -16,10 +16,13 @@ pub struct DeadlinePassed(pub(crate) ());
 pub enum FollowError {
     /// A redirect or a status document that says `succeeded` and points at the result named
     /// no location; or it, or the `202`, named one that is no URI.
-    #[error("the {status} answer has no usable Location")]
+    #[error("the {status} answer from {url} has no usable Location")]
     NoLocation {
         /// The status of the answer.
         status: StatusCode,
+        /// The URL that gave the answer: the task's status URL, to come back to, when a
+        /// poll got it; the URL the call was made to when the `202` did.
+        url: Uri,
     },
     /// A `Location` (or a status document's `resourceLocation`) names another host, and
     /// following other hosts was not allowed.

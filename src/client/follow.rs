@@ -650,7 +650,10 @@ fn resolve(
     other_hosts: bool,
     status: StatusCode,
 ) -> Result<Uri, BoxError> {
-    let no_location = || FollowError::NoLocation { status };
+    let no_location = || FollowError::NoLocation {
+        status,
+        url: base.clone(),
+    };
     let resolved = location
         .and_then(|location| join(base, location))
         .ok_or_else(no_location)?;
@@ -914,7 +917,8 @@ mod tests {
             assert!(matches!(
                 error.downcast_ref::<FollowError>(),
                 Some(FollowError::NoLocation {
-                    status: StatusCode::ACCEPTED
+                    status: StatusCode::ACCEPTED,
+                    ..
                 })
             ));
         }
