@@ -214,32 +214,11 @@ impl Runner {
         }
         let runtime = runtime.layer(lambda_runtime::layers::TracingLayer::new());
         let detached = self.detached;
-        let extension = Extension::new().with_extension_name("tower-serverless");
         if super::never_freezes() {
             if detached.is_empty() {
                 return runtime.run_concurrent().await;
             }
-            // Detached work runs there beside the invocations; when Lambda shuts the
-            // environment down, what still runs is stopped and stored as failed. The signal is
-            // listened for before the extension registers, so that none goes unseen.
-            let terminated = terminated()?;
-            // Subscribed to no event: registered so that Lambda sends `SIGTERM`. Lambda
-            // holds its call for the next event until then; `cargo lambda watch` answers it
-            // `500` at once, which ends nothing but the extension.
-            let extension = extension.with_events(&[]).register().await?;
-            let idle = async {
-                if let Err(error) = extension.run().await {
-                    tracing::debug!(target: "tower_serverless::lambda", error, "the extension that waits for SIGTERM ended");
-                }
-                std::future::pending::<Result<(), lambda_http::Error>>().await
-            };
-            tokio::select! {
-                served = async { tokio::try_join!(runtime.run_concurrent(), idle) } => {
-                    served?;
-                }
-                () = terminated => shut_down(&detached).await,
-            }
-            return Ok(());
+            return until_shut_down(runtime.run_concurrent(), &detached).await;
         }
         let invocations = Invocations::default();
         let waiting = invocations.clone();
@@ -259,7 +238,8 @@ impl Runner {
             }
         });
         // Registered during init, before the runtime asks for its first invocation.
-        let extension = extension
+        let extension = Extension::new()
+            .with_extension_name(EXTENSION_NAME)
             .with_events(&["INVOKE"])
             .with_events_processor(processor)
             .register()
@@ -272,10 +252,47 @@ impl Runner {
     }
 }
 
+/// The name the runner's internal extension registers with.
+const EXTENSION_NAME: &str = "tower-serverless";
+
 /// How long detached work may still end by itself once Lambda shuts the environment down,
 /// before it is stopped and stored as failed. Lambda gives a runtime beside internal
-/// extensions at most 500 ms after its `SIGTERM`; the failures are written in what is left.
+/// extensions 500 ms after its `SIGTERM` (the limit documented for standard environments);
+/// the failures are written in what is left.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
+
+/// Runs `serving`, the runtime of an environment that never freezes, until Lambda shuts
+/// the environment down; then stops the detached work ([`shut_down`]) and returns.
+///
+/// Lambda sends `SIGTERM` only to a runtime beside a registered extension: one that
+/// subscribes to no event is registered, during init, after the signal is listened for so
+/// that none goes unseen.
+async fn until_shut_down(
+    serving: impl Future<Output = Result<(), lambda_http::Error>>,
+    detached: &[DetachedTasks],
+) -> Result<(), lambda_http::Error> {
+    let terminated = terminated()?;
+    let extension = Extension::new()
+        .with_extension_name(EXTENSION_NAME)
+        .with_events(&[])
+        .register()
+        .await?;
+    // Lambda holds the extension's call for its next event until shutdown; `cargo lambda
+    // watch` answers it `500` at once, which ends nothing but the extension.
+    let idle = async {
+        if let Err(error) = extension.run().await {
+            tracing::debug!(target: "tower_serverless::lambda", error, "the extension that waits for SIGTERM ended");
+        }
+        std::future::pending::<Result<(), lambda_http::Error>>().await
+    };
+    tokio::select! {
+        served = async { tokio::try_join!(serving, idle) } => served.map(drop),
+        () = terminated => {
+            shut_down(detached).await;
+            Ok(())
+        }
+    }
+}
 
 /// Completes on `SIGTERM`: Lambda shuts the environment down. It sends the signal only to a
 /// runtime beside a registered extension.
