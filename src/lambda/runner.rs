@@ -111,7 +111,9 @@ impl Runner {
     /// event is registered, so that Lambda sends `SIGTERM` when it shuts the environment
     /// down; the work still running 100 ms later is then stopped and stored as failed
     /// ([`reason::SHUT_DOWN`](crate::offload::reason::SHUT_DOWN)), and `run` returns
-    /// `Ok(())`: put your own cleanup after it. Otherwise an internal extension is
+    /// `Ok(())`: put your own cleanup after it, not in `lambda_runtime`'s
+    /// `spawn_graceful_shutdown_handler`, which ends the process once its hook is done,
+    /// whether or not the work's failures are written. Otherwise an internal extension is
     /// registered during init for `INVOKE` events and holds each invocation until its
     /// response is posted and the work it detached is done.
     ///
