@@ -54,11 +54,11 @@
 //! work runs on past the deadline of the invocation that started it, to its end or to
 //! [`OffloadLayer::background_deadline`](crate::OffloadLayer::background_deadline). When
 //! Lambda shuts such an environment down, it sends `SIGTERM` (the runner registers an
-//! extension that subscribes to no event for that) and allows 500 ms at most: the work
-//! still running 100 ms later is stopped and stored as failed
-//! ([`reason::SHUT_DOWN`](crate::offload::reason::SHUT_DOWN)), so that its client reads
-//! that from the task at once rather than `worker lost` once the lease lapses, and the
-//! runner returns `Ok(())`.
+//! extension that subscribes to no event for that) and allows 500 ms at most (the limit it
+//! documents for standard environments): the work still running 100 ms later is stopped
+//! and stored as failed ([`reason::SHUT_DOWN`](crate::offload::reason::SHUT_DOWN)), so
+//! that its client reads that from the task at once rather than `worker lost` once the
+//! lease lapses, and the runner returns `Ok(())`.
 //!
 //! While an environment is held, Lambda sends every other invocation, the client's polls
 //! included, to other environments: the offload store must be shared (DynamoDB, Redis), and the

@@ -194,6 +194,7 @@ pub struct RuntimeApi {
     registered: Arc<std::sync::atomic::AtomicBool>,
     /// Whether the registered extension subscribed to `INVOKE` events.
     invoked: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by [`refuse_idle_next`](Self::refuse_idle_next).
     refuse_idle_next: Arc<std::sync::atomic::AtomicBool>,
     /// The thread of the function [`managed`] started.
     function: Option<std::thread::JoinHandle<()>>,
