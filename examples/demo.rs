@@ -49,12 +49,14 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM can be listened for");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
         }
+        eprintln!("SIGTERM cannot be listened for; Ctrl-C still stops the demo gracefully");
     }
-    #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
 }
